@@ -1,0 +1,1 @@
+"""Kindred's service side: channels, persistence, scheduling and sending."""

@@ -1,0 +1,150 @@
+"""Reading and writing a person's state, and applying the effects flows ask for."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.db.models import ConversationState, Escalation, FollowUp, ProcessedUpdate, User
+from flows.engine import (
+    Effect,
+    MarkOnboarded,
+    OpenEscalation,
+    Outcome,
+    Person,
+    ScheduleFollowUp,
+    SetConsent,
+    SetCountry,
+    State,
+)
+
+
+def utcnow() -> datetime:
+    """Now, timezone-aware UTC (the only time the database stores)."""
+    return datetime.now(UTC)
+
+
+async def claim_update(session: AsyncSession, bot_id: int, update_id: int) -> bool:
+    """Record an update id; False when it was already handled (a redelivery)."""
+    try:
+        async with session.begin_nested():
+            session.add(ProcessedUpdate(bot_id=bot_id, update_id=update_id))
+            await session.flush()
+    except IntegrityError:
+        return False
+    return True
+
+
+async def get_or_create_user(
+    session: AsyncSession, user_id: str, channel: str, language: str, chat_ref: str | None
+) -> User:
+    """The person's row, locked for this update (created on first contact)."""
+    user = await session.scalar(select(User).where(User.id == user_id).with_for_update())
+    if user is not None:
+        user.last_seen_at = utcnow()
+        if chat_ref is not None and user.chat_ref is None:
+            user.chat_ref = chat_ref
+        if not user.active:
+            user.active = True  # they wrote to us again: they unblocked the bot
+        return user
+    try:
+        async with session.begin_nested():
+            user = User(
+                id=user_id,
+                channel=channel,
+                chat_ref=chat_ref,
+                language=language,
+                onboarded=False,
+                active=True,
+            )
+            session.add(user)
+            await session.flush()
+            return user
+    except IntegrityError:
+        # Another worker created the same person a moment ago.
+        existing = await session.scalar(select(User).where(User.id == user_id).with_for_update())
+        assert existing is not None
+        return existing
+
+
+async def load_state(session: AsyncSession, user: User) -> State:
+    """The person's settings and conversation step as the flows see them."""
+    row = await session.get(ConversationState, user.id)
+    person = Person(
+        language=user.language,
+        country=user.country,
+        consent_checkins=user.consent_checkins,
+        onboarded=user.onboarded,
+    )
+    if row is None:
+        return State(person=person)
+    return State(person=person, flow=row.flow, step=row.step, data=dict(row.data or {}))
+
+
+async def save_outcome(session: AsyncSession, user: User, outcome: Outcome) -> None:
+    """Persist the next conversation state and apply every effect, in one transaction."""
+    state = outcome.state
+    row = await session.get(ConversationState, user.id)
+    if row is None:
+        row = ConversationState(user_id=user.id)
+        session.add(row)
+    row.flow, row.step, row.data = state.flow, state.step, dict(state.data)
+    row.updated_at = utcnow()
+    for effect in outcome.effects:
+        await apply_effect(session, user, effect)
+
+
+async def apply_effect(session: AsyncSession, user: User, effect: Effect) -> None:
+    """Carry out one effect for this person."""
+    match effect:
+        case SetConsent(consent=consent):
+            user.consent_checkins = consent
+            user.consent_at = utcnow()
+        case MarkOnboarded():
+            user.onboarded = True
+        case SetCountry(country=country):
+            user.country = country
+        case OpenEscalation(reason=reason, priority=priority):
+            await _open_escalation(session, user, reason, priority)
+        case ScheduleFollowUp(kind=kind, delay_minutes=delay, payload=payload):
+            await _schedule_followup(session, user, kind, delay, dict(payload))
+
+
+async def _open_escalation(session: AsyncSession, user: User, reason: str, priority: int) -> None:
+    """One open escalation per person: a more urgent reason raises its priority."""
+    open_one = await session.scalar(
+        select(Escalation).where(Escalation.user_id == user.id, Escalation.status == "open")
+    )
+    if open_one is None:
+        session.add(Escalation(user_id=user.id, reason=reason, priority=priority, status="open"))
+    elif priority < open_one.priority:
+        open_one.priority, open_one.reason = priority, reason
+
+
+async def _schedule_followup(
+    session: AsyncSession, user: User, kind: str, delay_minutes: int, payload: dict[str, object]
+) -> None:
+    """Replace the person's pending follow-up of this kind, so repeats never pile up."""
+    due = utcnow() + timedelta(minutes=delay_minutes)
+    pending = await session.scalar(
+        select(FollowUp).where(
+            FollowUp.user_id == user.id, FollowUp.kind == kind, FollowUp.status == "pending"
+        )
+    )
+    key = f"followup:{user.id}:{kind}:{due:%Y%m%dT%H%M%S}"
+    if pending is not None:
+        pending.due_at, pending.payload, pending.idempotency_key = due, payload, key
+        return
+    session.add(
+        FollowUp(
+            user_id=user.id,
+            kind=kind,
+            due_at=due,
+            status="pending",
+            idempotency_key=key,
+            payload=payload,
+        )
+    )

@@ -1,0 +1,108 @@
+"""One message end to end: identity -> NLU -> flow -> database -> replies (channel-agnostic)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.identity import Identity
+from bot.inbound import Inbound
+from bot.repository import claim_update, get_or_create_user, load_state, save_outcome
+from flows import router
+from flows.copy import languages, text
+from flows.engine import Event, EventKind, Outcome, Person, Reply, State
+from nlu.pipeline import NluPipeline
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Handled:
+    """What the service produced for one inbound event."""
+
+    replies: tuple[Reply, ...]
+    pseudonym: str
+    duplicate: bool = False
+
+
+class KindredService:
+    """The pipeline both channels share; holds no per-person state in memory."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        identity: Identity,
+        nlu: NluPipeline,
+        default_language: str = "en",
+    ) -> None:
+        self._sessions = sessions
+        self._identity = identity
+        self._nlu = nlu
+        self._default_language = default_language
+        self._languages = frozenset(languages())
+
+    def language_for(self, language_code: str | None) -> str:
+        """The catalogue language closest to the channel's hint (e.g. Telegram's 'en-GB')."""
+        if language_code:
+            short = language_code.split("-")[0].lower()
+            if short in self._languages:
+                return short
+        return self._default_language
+
+    async def handle(self, inbound: Inbound) -> Handled:
+        """Handle one event; a database fault degrades to an apology, a crisis is still answered."""
+        pseudonym = self._identity.pseudonym(inbound.channel, inbound.external_user)
+        event = await self._event(inbound)
+        try:
+            return await self._handle_stored(inbound, pseudonym, event)
+        except (SQLAlchemyError, OSError) as exc:
+            log.error("storage unavailable for %s: %s", pseudonym[:12], type(exc).__name__)
+            return Handled(self._degraded(inbound, event), pseudonym)
+
+    async def _event(self, inbound: Inbound) -> Event:
+        """The flows' view of the inbound event, with the NLU's understanding of free text."""
+        understanding = None
+        if inbound.kind is EventKind.TEXT and inbound.text.strip():
+            understanding = await self._nlu.parse(inbound.text)
+        return Event(
+            kind=inbound.kind,
+            text=inbound.text,
+            command=inbound.command,
+            args=inbound.args,
+            payload=inbound.payload,
+            understanding=understanding,
+            media=inbound.media,
+        )
+
+    async def _handle_stored(self, inbound: Inbound, pseudonym: str, event: Event) -> Handled:
+        async with self._sessions.begin() as session:
+            if inbound.update_id is not None and not await claim_update(
+                session, inbound.bot_id, inbound.update_id
+            ):
+                log.info("duplicate update for %s ignored", pseudonym[:12])
+                return Handled((), pseudonym, duplicate=True)
+            chat_ref = self._identity.encrypt(inbound.chat_id) if inbound.chat_id else None
+            user = await get_or_create_user(
+                session,
+                pseudonym,
+                inbound.channel,
+                self.language_for(inbound.language_code),
+                chat_ref,
+            )
+            state = await load_state(session, user)
+            outcome = router.step(state, event)
+            await save_outcome(session, user, outcome)
+        intent = event.intent or event.kind.value
+        log.info("handled %s for %s -> %s", intent, pseudonym[:12], outcome.state.flow or "idle")
+        return Handled(outcome.replies, pseudonym)
+
+    def _degraded(self, inbound: Inbound, event: Event) -> tuple[Reply, ...]:
+        """Without the database: a crisis still gets its full answer; anything else an apology."""
+        person = Person(language=self.language_for(inbound.language_code), onboarded=True)
+        if event.understanding is not None and event.understanding.is_crisis:
+            outcome: Outcome = router.step(State(person=person), event)
+            return outcome.replies
+        return (Reply(text(person.language, "fallback.trouble")),)

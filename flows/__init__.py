@@ -1,0 +1,1 @@
+"""Kindred's conversations: pure state machines, no I/O (no telegram, SQLAlchemy or httpx)."""

@@ -1,0 +1,95 @@
+"""Crisis: pre-empts every other flow. Local emergency number, a human to call, no menus.
+
+States: SUPPORT (answered; waiting to hear the country or that the person is safe).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from flows.copy import text
+from flows.engine import (
+    Button,
+    Event,
+    EventKind,
+    OpenEscalation,
+    Outcome,
+    Reply,
+    ScheduleFollowUp,
+    SetCountry,
+    State,
+)
+from flows.resources import country_buttons, country_from_payload, directory, people_to_reach
+
+NAME = "crisis"
+SAFE_PAYLOAD = "crisis:safe"
+CRISIS_PRIORITY = 0
+CHECK_BACK_MINUTES = 60
+
+
+class Step(StrEnum):
+    """Where a person is in the crisis flow."""
+
+    SUPPORT = "support"
+
+
+def _emergency_line(state: State) -> str:
+    lang = state.person.language
+    number = directory().emergency_number(state.person.country)
+    if number:
+        return text(lang, "crisis.emergency_line", emergency=number)
+    return text(lang, "crisis.emergency_unknown")
+
+
+def _overdose_steps(state: State) -> str:
+    lang = state.person.language
+    number = directory().emergency_number(state.person.country)
+    if number:
+        return text(lang, "crisis.overdose", emergency=number)
+    return text(lang, "crisis.overdose_unknown_country")
+
+
+def _buttons(state: State) -> tuple[tuple[Button, ...], ...]:
+    safe = ((Button(text(state.person.language, "crisis.button_safe"), SAFE_PAYLOAD),),)
+    return safe if state.person.country else country_buttons() + safe
+
+
+def start(state: State, event: Event) -> Outcome:
+    """The first answer to a crisis message: numbers first, warmth, a human, no menu."""
+    lang = state.person.language
+    kind = event.intent or "crisis_suicide"
+    if kind == "crisis_overdose":
+        opening = _overdose_steps(state)
+    else:
+        opening = text(lang, "crisis.suicide") + "\n\n" + _emergency_line(state)
+    body = opening + "\n\n" + people_to_reach(state.person)
+    if not state.person.country:
+        body += "\n\n" + text(lang, "crisis.stay")
+    effects = (
+        OpenEscalation(reason=kind, priority=CRISIS_PRIORITY),
+        ScheduleFollowUp(kind="crisis_checkback", delay_minutes=CHECK_BACK_MINUTES),
+    )
+    next_state = state.at(NAME, Step.SUPPORT, kind=kind)
+    return Outcome((Reply(body, _buttons(state)),), next_state, effects)
+
+
+def handle(state: State, event: Event) -> Outcome | None:
+    """Country picked or 'I'm safe'; anything else goes back to the router."""
+    lang = state.person.language
+    if event.kind is EventKind.BUTTON and event.payload == SAFE_PAYLOAD:
+        return Outcome((Reply(text(lang, "crisis.safe")),), state.idle())
+    country = country_from_payload(event.payload) if event.kind is EventKind.BUTTON else None
+    if country is None and event.kind is EventKind.TEXT:
+        country = directory().resolve_country(event.text.strip())
+    if country is None:
+        return None
+    located = state.with_person(country=country)
+    body = "\n\n".join(
+        (
+            _emergency_line(located),
+            people_to_reach(located.person),
+            text(lang, "crisis.after_country"),
+        )
+    )
+    safe = ((Button(text(lang, "crisis.button_safe"), SAFE_PAYLOAD),),)
+    return Outcome((Reply(body, safe),), located, (SetCountry(country),))

@@ -1,0 +1,142 @@
+"""The flows engine's vocabulary: state and event in, replies, effects and next state out."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Any
+
+from nlu.understanding import Understanding
+
+
+class EventKind(StrEnum):
+    """What kind of thing the person did."""
+
+    COMMAND = "command"  # /start, /help ...
+    TEXT = "text"  # free text, already understood by the NLU
+    BUTTON = "button"  # a press on one of our buttons (payload is untrusted input)
+    UNSUPPORTED = "unsupported"  # sticker, photo, voice ... that we cannot read
+
+
+@dataclass(frozen=True)
+class Event:
+    """One thing the person did, already parsed by the channel and the NLU."""
+
+    kind: EventKind
+    text: str = ""
+    command: str | None = None
+    args: str = ""
+    payload: str | None = None
+    understanding: Understanding | None = None
+    media: str | None = None
+
+    @property
+    def intent(self) -> str | None:
+        """The intent the bot acts on (after the safety net), if the event was text."""
+        return self.understanding.intent.name if self.understanding else None
+
+
+@dataclass(frozen=True)
+class Person:
+    """What the flows may know about a person: settings, never identity."""
+
+    language: str = "en"
+    country: str | None = None
+    consent_checkins: bool | None = None
+    onboarded: bool = False
+
+
+@dataclass(frozen=True)
+class State:
+    """A person's settings and where they are in a conversation."""
+
+    person: Person = field(default_factory=Person)
+    flow: str | None = None
+    step: str | None = None
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+    def at(self, flow: str | None, step: str | None, **data: Any) -> State:
+        """The same person at another step (data replaced, not merged)."""
+        return replace(self, flow=flow, step=step, data=dict(data))
+
+    def idle(self) -> State:
+        """The same person outside any conversation."""
+        return replace(self, flow=None, step=None, data={})
+
+    def with_person(self, **changes: Any) -> State:
+        """The same state with the person's settings changed."""
+        return replace(self, person=replace(self.person, **changes))
+
+
+@dataclass(frozen=True)
+class Button:
+    """One button: a label for people and a short payload (<= 64 bytes) for the bot."""
+
+    label: str
+    payload: str
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One message to send; text may use <b> and <i> only, values already escaped."""
+
+    text: str
+    buttons: tuple[tuple[Button, ...], ...] = ()
+
+    def payloads(self) -> frozenset[str]:
+        """Every payload offered by this reply."""
+        return frozenset(b.payload for row in self.buttons for b in row)
+
+
+# Effects: what the bot must do besides replying. Plain data; the bot applies them.
+@dataclass(frozen=True)
+class SetConsent:
+    """Record the person's answer on storing check-ins."""
+
+    consent: bool
+
+
+@dataclass(frozen=True)
+class MarkOnboarded:
+    """The person has seen the introduction."""
+
+
+@dataclass(frozen=True)
+class SetCountry:
+    """Remember the person's country (for local numbers and services)."""
+
+    country: str
+
+
+@dataclass(frozen=True)
+class OpenEscalation:
+    """Ask the volunteer desk for a human; lower priority number = more urgent."""
+
+    reason: str
+    priority: int
+
+
+@dataclass(frozen=True)
+class ScheduleFollowUp:
+    """Check back with the person later."""
+
+    kind: str
+    delay_minutes: int
+    payload: Mapping[str, Any] = field(default_factory=dict)
+
+
+Effect = SetConsent | MarkOnboarded | SetCountry | OpenEscalation | ScheduleFollowUp
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one step produced."""
+
+    replies: tuple[Reply, ...]
+    state: State
+    effects: tuple[Effect, ...] = ()
+
+    def then(self, other: Outcome) -> Outcome:
+        """This outcome followed by another (replies and effects in order, the other's state)."""
+        return Outcome(self.replies + other.replies, other.state, self.effects + other.effects)

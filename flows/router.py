@@ -1,0 +1,80 @@
+"""The entry point, step(state, event) -> Outcome: crisis first, then commands, flows, intents."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from flows import crisis, onboarding, referral
+from flows.copy import text
+from flows.engine import Event, EventKind, Outcome, Reply, State
+
+# A flow's handler answers the event, or returns None to let the router route it by intent.
+FlowHandler = Callable[[State, Event], Outcome | None]
+FLOWS: dict[str, FlowHandler] = {
+    onboarding.NAME: onboarding.handle,
+    crisis.NAME: crisis.handle,
+    referral.NAME: referral.handle,
+}
+
+SMALL_TALK = frozenset(
+    {"greet", "goodbye", "thanks", "affirm", "deny", "bot_challenge", "privacy_question"}
+)
+NOT_YET_BUILT = frozenset({"start_checkin", "set_reminder"})
+INTENT_PAYLOAD = "intent:"
+
+
+def step(state: State, event: Event) -> Outcome:
+    """Handle one event. A crisis pre-empts any flow at any step."""
+    if event.understanding is not None and event.understanding.is_crisis:
+        return crisis.start(state, event)
+    if event.kind is EventKind.COMMAND:
+        return _command(state, event)
+    if event.kind is EventKind.UNSUPPORTED:
+        return _say(state, "fallback.unsupported")
+    if event.kind is EventKind.TEXT and not event.text.strip():
+        return _say(state, "fallback.empty")
+    if state.flow in FLOWS:
+        handled = FLOWS[state.flow](state, event)
+        if handled is not None:
+            return handled
+    if event.kind is EventKind.BUTTON:
+        return _button(state, event)
+    if not state.person.onboarded:
+        pending = event.intent if event.intent not in SMALL_TALK else None
+        return onboarding.start(state, pending_intent=pending)
+    return answer_intent(state.idle(), event.intent or "out_of_scope")
+
+
+def _command(state: State, event: Event) -> Outcome:
+    if event.command == "start":
+        return onboarding.start(state.idle())
+    if event.command == "help":
+        return _say(state, "help.text")
+    return _say(state, "fallback.unknown", "fallback.menu_hint")
+
+
+def _button(state: State, event: Event) -> Outcome:
+    """A button no flow claimed: a stale or forged press. Say so kindly; change nothing."""
+    return _say(state, "fallback.button_expired", "fallback.menu_hint")
+
+
+def answer_intent(state: State, intent: str) -> Outcome:
+    """The answer to an intent outside any flow: honest about what is not built yet."""
+    if intent in referral.RESOURCE_KINDS:
+        return referral.start(state, intent)
+    if intent in NOT_YET_BUILT:
+        return _say(state, f"ack.{intent}", "fallback.menu_hint")
+    if intent == "out_of_scope":
+        return _say(state, "fallback.unknown")
+    if intent in SMALL_TALK:
+        return _say(state, f"ack.{intent}")
+    try:
+        return _say(state, f"ack.{intent}", "fallback.menu_hint")
+    except KeyError:
+        return _say(state, "fallback.unknown", "fallback.menu_hint")
+
+
+def _say(state: State, *keys: str) -> Outcome:
+    """One reply made of the given messages, state unchanged."""
+    lang = state.person.language
+    return Outcome((Reply("\n\n".join(text(lang, key) for key in keys)),), state)

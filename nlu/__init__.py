@@ -1,0 +1,1 @@
+"""Kindred's intent layer: Rasa project, embedded interpreter and the safety net."""

@@ -1,0 +1,43 @@
+"""A crisis message pre-empts everything: numbers and a human, never a cheerful menu."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bot.db.engine import sessionmaker
+from bot.db.models import Escalation
+from bot.identity import Identity
+from bot.service import KindredService
+from tests.transcript import Conversation
+
+
+async def test_suicidal_message_in_the_middle_of_onboarding(
+    service: KindredService, engine: AsyncEngine, identity: Identity
+) -> None:
+    chat = Conversation(service)
+    await chat.say("/start")
+    answer = await chat.say("honestly i just want to end it all tonight")
+    assert "glad you told me" in answer
+    assert "emergency number" in answer
+    assert "findahelpline.com" in answer
+    assert "which country" in answer.lower()
+    assert "/help" not in answer
+    answer = await chat.press("United States")
+    assert "911" in answer and "988" in answer
+    async with sessionmaker(engine)() as session:
+        escalation = await session.scalar(
+            select(Escalation).where(Escalation.user_id == identity.pseudonym("console", chat.user))
+        )
+    assert escalation is not None and escalation.priority == 0
+
+
+async def test_overdose_gets_emergency_steps_with_the_local_number(service: KindredService) -> None:
+    chat = Conversation(service)
+    await chat.say("/start")
+    await chat.press("No")
+    await chat.say("where can i get naloxone")
+    await chat.press("Canada")
+    answer = await chat.say("my friend took too much and he's not breathing")
+    assert "Call 911 now" in answer
+    assert "Naloxone" in answer and "recovery position" in answer
