@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sys
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import TextIO
 
@@ -26,23 +28,36 @@ def parse_line(line: str, buttons: list[Button], user: str, language: str | None
         text=line.rstrip("\n"),
         language_code=language,
     )
-    if stripped.isdigit() and 1 <= int(stripped) <= len(buttons):
-        return replace(base, kind=EventKind.BUTTON, payload=buttons[int(stripped) - 1].payload)
+    # A label wins over a position: with buttons "0".."10", typing "7" means the 7 button.
     for button in buttons:
         if stripped.casefold() == button.label.casefold():
             return replace(base, kind=EventKind.BUTTON, payload=button.payload)
+    if stripped.isdigit() and 1 <= int(stripped) <= len(buttons):
+        return replace(base, kind=EventKind.BUTTON, payload=buttons[int(stripped) - 1].payload)
     if stripped.startswith("/") and len(stripped) > 1:
         command, _, args = stripped[1:].partition(" ")
         return replace(base, kind=EventKind.COMMAND, command=command.lower(), args=args.strip())
     return base
 
 
-def render(replies: Iterable[Reply]) -> tuple[str, list[Button]]:
+def save_image(png: bytes) -> str:
+    """Write a chart where the person can open it; the console cannot show pictures."""
+    fd, path = tempfile.mkstemp(prefix="kindred-chart-", suffix=".png")
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(png)
+    return path
+
+
+def render(
+    replies: Iterable[Reply], keep_image: Callable[[bytes], str] = save_image
+) -> tuple[str, list[Button]]:
     """Replies as console text; buttons numbered across all replies as `[n] label`."""
     chunks: list[str] = []
     buttons: list[Button] = []
     for reply in replies:
         lines = [plain_text(reply.text)]
+        if reply.image is not None:
+            lines.append(f"[chart saved to {keep_image(reply.image)}]")
         for row in reply.buttons:
             for button in row:
                 buttons.append(button)

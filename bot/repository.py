@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.db.models import ConversationState, Escalation, FollowUp, ProcessedUpdate, User
+from bot.db.models import CheckIn, ConversationState, Escalation, FollowUp, ProcessedUpdate, User
 from flows.engine import (
+    CancelFollowUps,
     Effect,
     MarkOnboarded,
     OpenEscalation,
     Outcome,
     Person,
+    RecordCheckIn,
+    RecordOutcome,
     ScheduleFollowUp,
     SetConsent,
     SetCountry,
+    ShowProgress,
     State,
 )
+
+Encrypt = Callable[[str], str]
 
 
 def utcnow() -> datetime:
@@ -84,7 +91,9 @@ async def load_state(session: AsyncSession, user: User) -> State:
     return State(person=person, flow=row.flow, step=row.step, data=dict(row.data or {}))
 
 
-async def save_outcome(session: AsyncSession, user: User, outcome: Outcome) -> None:
+async def save_outcome(
+    session: AsyncSession, user: User, outcome: Outcome, encrypt: Encrypt
+) -> None:
     """Persist the next conversation state and apply every effect, in one transaction."""
     state = outcome.state
     row = await session.get(ConversationState, user.id)
@@ -94,10 +103,10 @@ async def save_outcome(session: AsyncSession, user: User, outcome: Outcome) -> N
     row.flow, row.step, row.data = state.flow, state.step, dict(state.data)
     row.updated_at = utcnow()
     for effect in outcome.effects:
-        await apply_effect(session, user, effect)
+        await apply_effect(session, user, effect, encrypt)
 
 
-async def apply_effect(session: AsyncSession, user: User, effect: Effect) -> None:
+async def apply_effect(session: AsyncSession, user: User, effect: Effect, encrypt: Encrypt) -> None:
     """Carry out one effect for this person."""
     match effect:
         case SetConsent(consent=consent):
@@ -111,6 +120,50 @@ async def apply_effect(session: AsyncSession, user: User, effect: Effect) -> Non
             await _open_escalation(session, user, reason, priority)
         case ScheduleFollowUp(kind=kind, delay_minutes=delay, payload=payload):
             await _schedule_followup(session, user, kind, delay, dict(payload))
+        case CancelFollowUps(kinds=kinds):
+            await cancel_followups(session, user.id, kinds)
+        case RecordCheckIn():
+            # Consent is enforced here, not only in the flows: no consent, no row.
+            if user.consent_checkins:
+                session.add(_checkin_row(user.id, effect, encrypt))
+        case RecordOutcome(kind=kind, outcome=result):
+            if user.consent_checkins:
+                await _record_outcome(session, user.id, kind, result)
+        case ShowProgress():
+            pass  # rendered by the service after the transaction (it reads, never writes)
+
+
+def _checkin_row(user_id: str, record: RecordCheckIn, encrypt: Encrypt) -> CheckIn:
+    return CheckIn(
+        user_id=user_id,
+        kind=record.kind,
+        mood=record.mood,
+        craving_level=record.craving_level,
+        substance=record.substance,
+        triggers=list(record.triggers) or None,
+        used=record.used,
+        answers=dict(record.answers) or None,
+        note_encrypted=encrypt(record.note) if record.note else None,
+    )
+
+
+async def _record_outcome(session: AsyncSession, user_id: str, kind: str, result: str) -> None:
+    latest = await session.scalar(
+        select(CheckIn)
+        .where(CheckIn.user_id == user_id, CheckIn.kind == kind)
+        .order_by(CheckIn.created_at.desc(), CheckIn.id.desc())
+        .limit(1)
+    )
+    if latest is not None:
+        latest.outcome = result
+
+
+async def cancel_followups(session: AsyncSession, user_id: str, kinds: tuple[str, ...]) -> None:
+    """Cancel pending follow-ups of these kinds (all kinds when empty)."""
+    query = update(FollowUp).where(FollowUp.user_id == user_id, FollowUp.status == "pending")
+    if kinds:
+        query = query.where(FollowUp.kind.in_(kinds))
+    await session.execute(query.values(status="cancelled"))
 
 
 async def _open_escalation(session: AsyncSession, user: User, reason: str, priority: int) -> None:

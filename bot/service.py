@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.db.models import User
 from bot.identity import Identity
 from bot.inbound import Inbound
+from bot.progress_view import local_today, progress_replies
 from bot.repository import claim_update, get_or_create_user, load_state, save_outcome
 from flows import router
 from flows.copy import languages, text
-from flows.engine import Event, EventKind, Outcome, Person, Reply, State
+from flows.engine import Event, EventKind, Outcome, Person, Reply, ShowProgress, State
 from nlu.pipeline import NluPipeline
 
 log = logging.getLogger(__name__)
@@ -94,10 +96,35 @@ class KindredService:
             )
             state = await load_state(session, user)
             outcome = router.step(state, event)
-            await save_outcome(session, user, outcome)
+            await save_outcome(session, user, outcome, self._identity.encrypt)
+        if ShowProgress() in outcome.effects:
+            # Read-only, after the transaction: the person's row lock is not held while drawing.
+            async with self._sessions() as session:
+                shown = await progress_replies(
+                    session,
+                    user.id,
+                    user.language,
+                    user.recovery_start,
+                    local_today(user.timezone),
+                    user.timezone,
+                )
+            outcome = replace(outcome, replies=outcome.replies + shown)
         intent = event.intent or event.kind.value
         log.info("handled %s for %s -> %s", intent, pseudonym[:12], outcome.state.flow or "idle")
         return Handled(outcome.replies, pseudonym)
+
+    async def followup(self, pseudonym: str, kind: str) -> tuple[Reply, ...]:
+        """A scheduled follow-up came due: the flows say what to send (nothing if unknown)."""
+        event = Event(kind=EventKind.FOLLOWUP, payload=kind)
+        async with self._sessions.begin() as session:
+            user = await session.get(User, pseudonym, with_for_update=True)
+            if user is None or not user.active:
+                return ()
+            state = await load_state(session, user)
+            outcome = router.step(state, event)
+            await save_outcome(session, user, outcome, self._identity.encrypt)
+        log.info("follow-up %s for %s", kind, pseudonym[:12])
+        return outcome.replies
 
     def _degraded(self, inbound: Inbound, event: Event) -> tuple[Reply, ...]:
         """Without the database: a crisis still gets its full answer; anything else an apology."""

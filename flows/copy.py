@@ -17,19 +17,35 @@ class MissingCopy(KeyError):
     """A message id that no catalogue has."""
 
 
+class DuplicateCopy(ValueError):
+    """Two copy files define the same message id."""
+
+
+def catalogue_files(lang: str) -> list[Path]:
+    """A language's copy: data/copy/<lang>.yml plus one file per flow in data/copy/<lang>/."""
+    main = COPY_DIR / f"{lang}.yml"
+    return ([main] if main.is_file() else []) + sorted((COPY_DIR / lang).glob("*.yml"))
+
+
 @lru_cache(maxsize=16)
 def catalogue(lang: str) -> dict[str, str]:
     """All messages of one language ({} when the language has no file)."""
-    path = COPY_DIR / f"{lang}.yml"
-    if not path.is_file():
-        return {}
-    loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    return {str(k): str(v).strip() for k, v in loaded.items()}
+    messages: dict[str, str] = {}
+    for path in catalogue_files(lang):
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        for key, value in loaded.items():
+            if str(key) in messages:
+                raise DuplicateCopy(f"{key} is defined twice ({path.name})")
+            messages[str(key)] = str(value).strip()
+    return messages
 
 
 def languages() -> list[str]:
     """Languages that have a catalogue."""
-    return sorted(p.stem for p in COPY_DIR.glob("*.yml"))
+    return sorted(
+        {p.stem for p in COPY_DIR.glob("*.yml")}
+        | {p.name for p in COPY_DIR.iterdir() if p.is_dir()}
+    )
 
 
 def text(lang: str, key: str, **params: Any) -> str:

@@ -17,6 +17,7 @@ class EventKind(StrEnum):
     TEXT = "text"  # free text, already understood by the NLU
     BUTTON = "button"  # a press on one of our buttons (payload is untrusted input)
     UNSUPPORTED = "unsupported"  # sticker, photo, voice ... that we cannot read
+    FOLLOWUP = "followup"  # a scheduled follow-up came due (payload: its kind)
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,7 @@ class Reply:
 
     text: str
     buttons: tuple[tuple[Button, ...], ...] = ()
+    image: bytes | None = None  # a PNG, sent as a photo with the text as its caption
 
     def payloads(self) -> frozenset[str]:
         """Every payload offered by this reply."""
@@ -126,7 +128,51 @@ class ScheduleFollowUp:
     payload: Mapping[str, Any] = field(default_factory=dict)
 
 
-Effect = SetConsent | MarkOnboarded | SetCountry | OpenEscalation | ScheduleFollowUp
+@dataclass(frozen=True)
+class CancelFollowUps:
+    """Cancel the person's pending follow-ups (of these kinds; all when empty)."""
+
+    kinds: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RecordCheckIn:
+    """Store a check-in; the bot stores it only if the person consented."""
+
+    kind: str  # craving | daily | weekly
+    mood: int | None = None
+    craving_level: int | None = None
+    substance: str | None = None
+    triggers: tuple[str, ...] = ()
+    used: bool | None = None
+    note: str | None = None  # encrypted at rest
+    answers: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RecordOutcome:
+    """How the person's latest check-in of this kind turned out (e.g. the urge passed)."""
+
+    kind: str
+    outcome: str
+
+
+@dataclass(frozen=True)
+class ShowProgress:
+    """Send the person's progress chart and summary (needs their stored check-ins)."""
+
+
+Effect = (
+    SetConsent
+    | MarkOnboarded
+    | SetCountry
+    | OpenEscalation
+    | ScheduleFollowUp
+    | CancelFollowUps
+    | RecordCheckIn
+    | RecordOutcome
+    | ShowProgress
+)
 
 
 @dataclass(frozen=True)

@@ -79,10 +79,10 @@ def handle(state: State, event: Event) -> Outcome | None:
         return None
     consent = answer == YES
     done = state.with_person(consent_checkins=consent).idle()
-    replies = [Reply(text(lang, TRANSITIONS[(Step.CONSENT, answer)]))]
+    thanks = text(lang, TRANSITIONS[(Step.CONSENT, answer)])
     if not pending:
-        replies.append(Reply(text(lang, "onboarding.ready")))
-    outcome = Outcome(tuple(replies), done, (SetConsent(consent),))
+        thanks += "\n\n" + text(lang, "onboarding.ready")
+    outcome = Outcome((Reply(thanks),), done, (SetConsent(consent),))
     return outcome if not pending else outcome.then(_pending_outcome(done, str(pending)))
 
 

@@ -19,7 +19,6 @@ RESOURCE_KINDS: dict[str, tuple[str, ...] | None] = {
     "find_treatment": ("treatment", "drugs_alcohol"),
     "find_meeting": ("meetings",),
     "harm_reduction": ("harm_reduction", "drugs_alcohol"),
-    "lapse": ("drugs_alcohol",),
 }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from flows import crisis, onboarding, referral
+from flows import checkin, coping, craving, crisis, lapse, onboarding, progress, referral
 from flows.copy import text
 from flows.engine import Event, EventKind, Outcome, Reply, State
 
@@ -14,12 +14,29 @@ FLOWS: dict[str, FlowHandler] = {
     onboarding.NAME: onboarding.handle,
     crisis.NAME: crisis.handle,
     referral.NAME: referral.handle,
+    craving.NAME: craving.handle,
+    lapse.NAME: lapse.handle,
+    coping.NAME: coping.handle,
+    checkin.NAME: checkin.handle,
+}
+# Intents that start a conversation of their own.
+INTENT_FLOWS: dict[str, Callable[[State, Event], Outcome]] = {
+    "craving": craving.start,
+    "lapse": lapse.start,
+    "coping_help": coping.start,
+    "start_checkin": checkin.start,
+}
+# Scheduled follow-ups, by kind, when they come due.
+FOLLOWUPS: dict[str, Callable[[State], Outcome]] = {
+    craving.FOLLOWUP_KIND: craving.on_followup,
+    checkin.DAILY_FOLLOWUP_KIND: checkin.on_followup_daily,
+    checkin.WEEKLY_FOLLOWUP_KIND: checkin.on_followup_weekly,
 }
 
 SMALL_TALK = frozenset(
     {"greet", "goodbye", "thanks", "affirm", "deny", "bot_challenge", "privacy_question"}
 )
-NOT_YET_BUILT = frozenset({"start_checkin", "set_reminder"})
+NOT_YET_BUILT = frozenset({"set_reminder"})
 INTENT_PAYLOAD = "intent:"
 
 
@@ -29,6 +46,8 @@ def step(state: State, event: Event) -> Outcome:
         return crisis.start(state, event)
     if event.kind is EventKind.COMMAND:
         return _command(state, event)
+    if event.kind is EventKind.FOLLOWUP:
+        return _followup(state, event)
     if event.kind is EventKind.UNSUPPORTED:
         return _say(state, "fallback.unsupported")
     if event.kind is EventKind.TEXT and not event.text.strip():
@@ -42,12 +61,29 @@ def step(state: State, event: Event) -> Outcome:
     if not state.person.onboarded:
         pending = event.intent if event.intent not in SMALL_TALK else None
         return onboarding.start(state, pending_intent=pending)
-    return answer_intent(state.idle(), event.intent or "out_of_scope")
+    return answer_intent(state.idle(), event.intent or "out_of_scope", event)
+
+
+def _followup(state: State, event: Event) -> Outcome:
+    """A follow-up came due; one whose kind is unknown (or retired) sends nothing."""
+    handler = FOLLOWUPS.get(event.payload or "")
+    # Nothing scheduled may cut into a crisis conversation; only the crisis check-back itself.
+    if handler is None or state.flow == crisis.NAME:
+        return Outcome((), state)
+    return handler(state)
 
 
 def _command(state: State, event: Event) -> Outcome:
     if event.command == "start":
         return onboarding.start(state.idle())
+    if event.command == "checkin":
+        return checkin.start(state.idle(), event)
+    if event.command == "checkup":
+        return checkin.start_weekly(state.idle())
+    if event.command == "coping":
+        return coping.start(state.idle(), event)
+    if event.command == "progress":
+        return progress.start(state, event)
     if event.command == "help":
         return _say(state, "help.text")
     return _say(state, "fallback.unknown", "fallback.menu_hint")
@@ -58,8 +94,10 @@ def _button(state: State, event: Event) -> Outcome:
     return _say(state, "fallback.button_expired", "fallback.menu_hint")
 
 
-def answer_intent(state: State, intent: str) -> Outcome:
-    """The answer to an intent outside any flow: honest about what is not built yet."""
+def answer_intent(state: State, intent: str, event: Event | None = None) -> Outcome:
+    """The answer to an intent outside any flow: its own flow, or an honest short answer."""
+    if intent in INTENT_FLOWS:
+        return INTENT_FLOWS[intent](state, event or Event(kind=EventKind.TEXT))
     if intent in referral.RESOURCE_KINDS:
         return referral.start(state, intent)
     if intent in NOT_YET_BUILT:

@@ -8,6 +8,8 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+os.environ.setdefault("PTB_TIMEDELTA", "1")  # before telegram is imported anywhere
+
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine

@@ -28,6 +28,11 @@ class Conversation:
             self.buttons = buttons
         return self.last
 
+    async def followup(self, pseudonym: str, kind: str) -> str:
+        """A scheduled follow-up arrives for this person; return what the bot says."""
+        self.last, self.buttons = render(await self.service.followup(pseudonym, kind))
+        return self.last
+
     async def press(self, label_start: str) -> str:
         """Press the button whose label starts with the given words."""
         for button in self.buttons:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Date,
     DateTime,
     ForeignKey,
     Index,
@@ -38,6 +39,7 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
     type_annotation_map: ClassVar[dict[Any, Any]] = {
         dict[str, Any]: JSON,
+        list[str]: JSON,
         datetime: DateTime(timezone=True),
     }
 
@@ -63,6 +65,9 @@ class User(Base):
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     paused_until: Mapped[datetime | None]
     programme: Mapped[str | None] = mapped_column(String(64))
+    # What recovery means to this person (abstinence, cutting down, medication): asked, not assumed.
+    recovery_goal: Mapped[str | None] = mapped_column(String(32))
+    recovery_start: Mapped[date | None] = mapped_column(Date)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     last_seen_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
@@ -91,7 +96,8 @@ class CheckIn(Base):
     mood: Mapped[int | None] = mapped_column(Integer)
     craving_level: Mapped[int | None] = mapped_column(Integer)
     substance: Mapped[str | None] = mapped_column(String(32))
-    triggers: Mapped[dict[str, Any] | None]
+    triggers: Mapped[list[str] | None]
+    answers: Mapped[dict[str, Any] | None]
     used: Mapped[bool | None] = mapped_column(Boolean)
     outcome: Mapped[str | None] = mapped_column(String(32))
     note_encrypted: Mapped[str | None] = mapped_column(Text)

@@ -22,9 +22,13 @@ from flows.engine import Reply
 
 log = logging.getLogger(__name__)
 
+CAPTION_LIMIT = 1024
 COMMANDS = (
     ("start", "What Kindred is, and privacy"),
     ("help", "What I can do"),
+    ("checkin", "Check in on how you're doing"),
+    ("coping", "Coping skills for hard moments"),
+    ("progress", "Your progress over 30 days"),
 )
 
 
@@ -46,6 +50,18 @@ async def send_replies(bot: object, chat_id: int, replies: tuple[Reply, ...]) ->
 
     assert isinstance(bot, Bot)
     for reply in replies:
+        if reply.image is not None:
+            # A caption holds at most 1024 characters; a longer text follows the photo instead.
+            caption = reply.text if len(reply.text) <= CAPTION_LIMIT else None
+            await bot.send_photo(
+                chat_id,
+                reply.image,
+                caption=caption,
+                parse_mode=ParseMode.HTML,
+                reply_markup=keyboard(reply) if caption is not None else None,
+            )
+            if caption is not None:
+                continue
         parts = split_for_telegram(reply.text)
         for index, part in enumerate(parts):
             markup = keyboard(reply) if index == len(parts) - 1 else None
@@ -107,7 +123,8 @@ def create_application(settings: Settings, service: KindredService) -> Applicati
         .base_url(f"{base}/bot")
         .base_file_url(f"{base}/file/bot")
         .request(request)
-        .get_updates_request(HTTPXRequest(connection_pool_size=1, read_timeout=40.0))
+        # Two connections: PTB confirms the last offset on shutdown while the long poll unwinds.
+        .get_updates_request(HTTPXRequest(connection_pool_size=2, read_timeout=40.0))
         .concurrent_updates(PerPersonUpdateProcessor(settings.max_concurrent_updates))
         .rate_limiter(AIORateLimiter(max_retries=3))
         .post_init(set_commands)

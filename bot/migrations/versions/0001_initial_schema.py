@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-27 13:03:57.059116
+Create Date: 2026-11-27
 """
 
 from __future__ import annotations
@@ -64,6 +64,8 @@ def upgrade() -> None:
         sa.Column("active", sa.Boolean(), nullable=False),
         sa.Column("paused_until", sa.DateTime(timezone=True), nullable=True),
         sa.Column("programme", sa.String(length=64), nullable=True),
+        sa.Column("recovery_goal", sa.String(length=32), nullable=True),
+        sa.Column("recovery_start", sa.Date(), nullable=True),
         sa.Column(
             "created_at",
             sa.DateTime(timezone=True),
@@ -124,6 +126,7 @@ def upgrade() -> None:
         sa.Column("craving_level", sa.Integer(), nullable=True),
         sa.Column("substance", sa.String(length=32), nullable=True),
         sa.Column("triggers", sa.JSON(), nullable=True),
+        sa.Column("answers", sa.JSON(), nullable=True),
         sa.Column("used", sa.Boolean(), nullable=True),
         sa.Column("outcome", sa.String(length=32), nullable=True),
         sa.Column("note_encrypted", sa.Text(), nullable=True),
