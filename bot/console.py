@@ -40,16 +40,16 @@ def parse_line(line: str, buttons: list[Button], user: str, language: str | None
     return base
 
 
-def save_image(png: bytes) -> str:
-    """Write a chart where the person can open it; the console cannot show pictures."""
-    fd, path = tempfile.mkstemp(prefix="kindred-chart-", suffix=".png")
+def save_file(content: bytes, suffix: str) -> str:
+    """Write a chart or an export where the person can open it (owner-only permissions)."""
+    fd, path = tempfile.mkstemp(prefix="kindred-", suffix=suffix)
     with os.fdopen(fd, "wb") as handle:
-        handle.write(png)
+        handle.write(content)
     return path
 
 
 def render(
-    replies: Iterable[Reply], keep_image: Callable[[bytes], str] = save_image
+    replies: Iterable[Reply], keep_file: Callable[[bytes, str], str] = save_file
 ) -> tuple[str, list[Button]]:
     """Replies as console text; buttons numbered across all replies as `[n] label`."""
     chunks: list[str] = []
@@ -57,7 +57,10 @@ def render(
     for reply in replies:
         lines = [plain_text(reply.text)]
         if reply.image is not None:
-            lines.append(f"[chart saved to {keep_image(reply.image)}]")
+            lines.append(f"[chart saved to {keep_file(reply.image, '.png')}]")
+        if reply.document is not None:
+            name, content = reply.document
+            lines.append(f"[{name} saved to {keep_file(content, '-' + name)}]")
         for row in reply.buttons:
             for button in row:
                 buttons.append(button)

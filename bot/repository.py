@@ -10,9 +10,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.db.models import CheckIn, ConversationState, Escalation, FollowUp, ProcessedUpdate, User
+from bot.privacy import erase_person
 from flows.engine import (
     CancelFollowUps,
     Effect,
+    EraseEverything,
+    ExportData,
     MarkOnboarded,
     OpenEscalation,
     Outcome,
@@ -95,6 +98,10 @@ async def save_outcome(
     session: AsyncSession, user: User, outcome: Outcome, encrypt: Encrypt
 ) -> None:
     """Persist the next conversation state and apply every effect, in one transaction."""
+    if any(isinstance(effect, EraseEverything) for effect in outcome.effects):
+        # Nothing else of this outcome may outlive the erasure.
+        await erase_person(session, user.id)
+        return
     state = outcome.state
     row = await session.get(ConversationState, user.id)
     if row is None:
@@ -129,8 +136,8 @@ async def apply_effect(session: AsyncSession, user: User, effect: Effect, encryp
         case RecordOutcome(kind=kind, outcome=result):
             if user.consent_checkins:
                 await _record_outcome(session, user.id, kind, result)
-        case ShowProgress():
-            pass  # rendered by the service after the transaction (it reads, never writes)
+        case ShowProgress() | ExportData() | EraseEverything():
+            pass  # progress and export are read after the transaction; erasure is above
 
 
 def _checkin_row(user_id: str, record: RecordCheckIn, encrypt: Encrypt) -> CheckIn:

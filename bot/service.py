@@ -11,11 +11,21 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.db.models import User
 from bot.identity import Identity
 from bot.inbound import Inbound
+from bot.privacy import EXPORT_FILE_NAME, export_file, export_person
 from bot.progress_view import local_today, progress_replies
 from bot.repository import claim_update, get_or_create_user, load_state, save_outcome
 from flows import router
 from flows.copy import languages, text
-from flows.engine import Event, EventKind, Outcome, Person, Reply, ShowProgress, State
+from flows.engine import (
+    Event,
+    EventKind,
+    ExportData,
+    Outcome,
+    Person,
+    Reply,
+    ShowProgress,
+    State,
+)
 from nlu.pipeline import NluPipeline
 
 log = logging.getLogger(__name__)
@@ -97,6 +107,10 @@ class KindredService:
             state = await load_state(session, user)
             outcome = router.step(state, event)
             await save_outcome(session, user, outcome, self._identity.encrypt)
+        if ExportData() in outcome.effects:
+            outcome = replace(
+                outcome, replies=outcome.replies + await self._export(user.id, user.language)
+            )
         if ShowProgress() in outcome.effects:
             # Read-only, after the transaction: the person's row lock is not held while drawing.
             async with self._sessions() as session:
@@ -112,6 +126,15 @@ class KindredService:
         intent = event.intent or event.kind.value
         log.info("handled %s for %s -> %s", intent, pseudonym[:12], outcome.state.flow or "idle")
         return Handled(outcome.replies, pseudonym)
+
+    async def _export(self, user_id: str, lang: str) -> tuple[Reply, ...]:
+        """The person's data as a JSON file (read after the transaction that asked for it)."""
+        async with self._sessions() as session:
+            data = await export_person(session, user_id, self._identity.decrypt)
+        if data is None:
+            return (Reply(text(lang, "privacy.export_nothing")),)
+        document = (EXPORT_FILE_NAME, export_file(data))
+        return (Reply(text(lang, "privacy.export_caption"), document=document),)
 
     async def followup(self, pseudonym: str, kind: str) -> tuple[Reply, ...]:
         """A scheduled follow-up came due: the flows say what to send (nothing if unknown)."""

@@ -85,6 +85,7 @@ class Reply:
     text: str
     buttons: tuple[tuple[Button, ...], ...] = ()
     image: bytes | None = None  # a PNG, sent as a photo with the text as its caption
+    document: tuple[str, bytes] | None = None  # (file name, content), sent as a file
 
     def payloads(self) -> frozenset[str]:
         """Every payload offered by this reply."""
@@ -162,6 +163,16 @@ class ShowProgress:
     """Send the person's progress chart and summary (needs their stored check-ins)."""
 
 
+@dataclass(frozen=True)
+class ExportData:
+    """Send the person a file with everything stored about them."""
+
+
+@dataclass(frozen=True)
+class EraseEverything:
+    """Erase every row and job of this person (after they confirmed)."""
+
+
 Effect = (
     SetConsent
     | MarkOnboarded
@@ -172,6 +183,8 @@ Effect = (
     | RecordCheckIn
     | RecordOutcome
     | ShowProgress
+    | ExportData
+    | EraseEverything
 )
 
 

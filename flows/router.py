@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from flows import checkin, coping, craving, crisis, lapse, onboarding, progress, referral
+from flows import (
+    checkin,
+    coping,
+    craving,
+    crisis,
+    lapse,
+    onboarding,
+    privacy,
+    progress,
+    referral,
+)
 from flows.copy import text
 from flows.engine import Event, EventKind, Outcome, Reply, State
 
@@ -18,6 +28,7 @@ FLOWS: dict[str, FlowHandler] = {
     lapse.NAME: lapse.handle,
     coping.NAME: coping.handle,
     checkin.NAME: checkin.handle,
+    privacy.NAME: privacy.handle,
 }
 # Intents that start a conversation of their own.
 INTENT_FLOWS: dict[str, Callable[[State, Event], Outcome]] = {
@@ -25,6 +36,7 @@ INTENT_FLOWS: dict[str, Callable[[State, Event], Outcome]] = {
     "lapse": lapse.start,
     "coping_help": coping.start,
     "start_checkin": checkin.start,
+    "delete_data": privacy.start_delete,
 }
 # Scheduled follow-ups, by kind, when they come due.
 FOLLOWUPS: dict[str, Callable[[State], Outcome]] = {
@@ -76,6 +88,10 @@ def _followup(state: State, event: Event) -> Outcome:
 def _command(state: State, event: Event) -> Outcome:
     if event.command == "start":
         return onboarding.start(state.idle())
+    if event.command == "delete":
+        return privacy.start_delete(state.idle())
+    if event.command == "mydata":
+        return privacy.start_export(state)
     if event.command == "checkin":
         return checkin.start(state.idle(), event)
     if event.command == "checkup":

@@ -336,6 +336,7 @@ t0=$SECONDS
 "$RASA_VENV/bin/rasa" run --enable-api --auth-token "$RASA_TOKEN" -p "$PORT" -i 127.0.0.1 \
     --model "$MODEL" >"$TMP/server.log" 2>&1 &
 RASA_PID=$!
+disown "$RASA_PID"  # the last test SIGKILLs it: no job-control noise; the trap still stops it
 export RASA_URL RASA_TOKEN RASA_PID
 
 if ! "$KINDRED_PYTHON" - <<'EOF'

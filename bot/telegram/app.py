@@ -50,6 +50,16 @@ async def send_replies(bot: object, chat_id: int, replies: tuple[Reply, ...]) ->
 
     assert isinstance(bot, Bot)
     for reply in replies:
+        if reply.document is not None:
+            name, content = reply.document
+            await bot.send_document(
+                chat_id,
+                content,
+                filename=name,
+                caption=reply.text[:CAPTION_LIMIT],
+                parse_mode=ParseMode.HTML,
+            )
+            continue
         if reply.image is not None:
             # A caption holds at most 1024 characters; a longer text follows the photo instead.
             caption = reply.text if len(reply.text) <= CAPTION_LIMIT else None
