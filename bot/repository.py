@@ -30,6 +30,7 @@ from flows.engine import (
 )
 
 Encrypt = Callable[[str], str]
+OFFERED_KEY = "_offered_buttons"
 
 
 def utcnow() -> datetime:
@@ -91,7 +92,23 @@ async def load_state(session: AsyncSession, user: User) -> State:
     )
     if row is None:
         return State(person=person)
-    return State(person=person, flow=row.flow, step=row.step, data=dict(row.data or {}))
+    data = {k: v for k, v in (row.data or {}).items() if k != OFFERED_KEY}
+    return State(person=person, flow=row.flow, step=row.step, data=data)
+
+
+async def offered_buttons(session: AsyncSession, user_id: str) -> dict[str, str]:
+    """Labels (casefolded) -> payloads of the buttons on the person's screen now."""
+    row = await session.get(ConversationState, user_id)
+    offered = (row.data or {}).get(OFFERED_KEY) if row is not None else None
+    return dict(offered) if isinstance(offered, dict) else {}
+
+
+def buttons_offered_by(outcome: Outcome) -> dict[str, str] | None:
+    """The buttons of the last reply that has any; None when the outcome offers none."""
+    for reply in reversed(outcome.replies):
+        if reply.buttons:
+            return {b.label.casefold(): b.payload for row in reply.buttons for b in row}
+    return None
 
 
 async def save_outcome(
@@ -107,7 +124,10 @@ async def save_outcome(
     if row is None:
         row = ConversationState(user_id=user.id)
         session.add(row)
-    row.flow, row.step, row.data = state.flow, state.step, dict(state.data)
+    # Remember the buttons on screen, so typing a label works like tapping it.
+    offered = buttons_offered_by(outcome)
+    row.flow, row.step = state.flow, state.step
+    row.data = {**state.data, OFFERED_KEY: offered} if offered else dict(state.data)
     row.updated_at = utcnow()
     for effect in outcome.effects:
         await apply_effect(session, user, effect, encrypt)

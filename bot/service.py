@@ -13,7 +13,13 @@ from bot.identity import Identity
 from bot.inbound import Inbound
 from bot.privacy import EXPORT_FILE_NAME, export_file, export_person
 from bot.progress_view import local_today, progress_replies
-from bot.repository import claim_update, get_or_create_user, load_state, save_outcome
+from bot.repository import (
+    claim_update,
+    get_or_create_user,
+    load_state,
+    offered_buttons,
+    save_outcome,
+)
 from flows import router
 from flows.copy import languages, text
 from flows.engine import (
@@ -105,6 +111,7 @@ class KindredService:
                 chat_ref,
             )
             state = await load_state(session, user)
+            event = await self._as_button_if_label(session, user.id, event)
             outcome = router.step(state, event)
             await save_outcome(session, user, outcome, self._identity.encrypt)
         if ExportData() in outcome.effects:
@@ -126,6 +133,20 @@ class KindredService:
         intent = event.intent or event.kind.value
         log.info("handled %s for %s -> %s", intent, pseudonym[:12], outcome.state.flow or "idle")
         return Handled(outcome.replies, pseudonym)
+
+    async def _as_button_if_label(self, session: AsyncSession, user_id: str, event: Event) -> Event:
+        """Typing a button's exact label ("Done", "Skip") is a press, not free text.
+
+        A classifier may read a bare "done" as "I'm done"; on screen next to a Done button it
+        is the button. The safety net's lexicon still wins: a label that matches crisis
+        wording (none of ours does) stays a crisis message.
+        """
+        if event.kind is not EventKind.TEXT:
+            return event
+        payload = (await offered_buttons(session, user_id)).get(event.text.strip().casefold())
+        if payload is None or self._nlu.lexicon_says_crisis(event.text):
+            return event
+        return Event(kind=EventKind.BUTTON, payload=payload, text=event.text)
 
     async def _export(self, user_id: str, lang: str) -> tuple[Reply, ...]:
         """The person's data as a JSON file (read after the transaction that asked for it)."""

@@ -42,6 +42,11 @@ class NluPipeline:
             )
         return self.safety.check(understood)
 
+    def lexicon_says_crisis(self, text: str) -> bool:
+        """Whether the safety net's own wording lists (not the classifier) see a crisis."""
+        neutral = Understanding(text=text, intent=IntentScore(FALLBACK_INTENT, 1.0))
+        return self.safety.check(neutral).is_crisis
+
 
 def build_pipeline(
     language: str = "en",

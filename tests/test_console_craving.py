@@ -139,3 +139,13 @@ async def test_lapse_can_lead_to_treatment(service: KindredService) -> None:
     assert "Which country" in answer
     answer = await chat.say("ireland")
     assert "1800 459 459" in answer or "HSE" in answer
+
+
+async def test_typing_a_button_label_works_like_tapping_it(service: KindredService) -> None:
+    # Through the service (not the console's own label matching), as on Telegram.
+    chat = await consenting(service)
+    await chat.say("craving 6/10 booze")
+    chat.buttons = []  # forget what the console saw: the service must remember it
+    answer = await chat.say("Done")
+    assert "What would help now?" in answer
+    assert "emergency" not in answer.lower()
