@@ -31,14 +31,16 @@ def people_to_reach(person: Person, kinds: Iterable[str] | None = None) -> str:
     """A short block of services for the person's country, with the international fallback."""
     lang = person.language
     chosen = list(kinds) if kinds is not None else None
+    entries: list[DirectoryEntry] = []
     if person.country:
         entries = (
             directory().crisis_lines(person.country)
             if chosen is None
             else directory().entries(person.country, chosen)
         )
-    else:
-        entries = []
+    if chosen is not None:
+        # Online meetings and international services work from anywhere: always worth listing.
+        entries += [e for e in directory().entries(None, chosen) if e not in entries]
     lines = [text(lang, "resources.heading"), *format_entries(lang, entries)]
     lines.append(text(lang, "resources.international"))
     return "\n".join(lines)
