@@ -49,6 +49,14 @@ def _overdose_steps(state: State) -> str:
     return text(lang, "crisis.overdose_unknown_country")
 
 
+def _also_overdose(event: Event) -> bool:
+    """The safety net saw an overdose in a suicidal message too (e.g. pills already taken)."""
+    if event.understanding is None:
+        return False
+    safety = event.understanding.extras.get("safety") or {}
+    return bool(safety.get("also") == "crisis_overdose")
+
+
 def _buttons(state: State) -> tuple[tuple[Button, ...], ...]:
     safe = ((Button(text(state.person.language, "crisis.button_safe"), SAFE_PAYLOAD),),)
     return safe if state.person.country else country_buttons() + safe
@@ -60,6 +68,9 @@ def start(state: State, event: Event) -> Outcome:
     kind = event.intent or "crisis_suicide"
     if kind == "crisis_overdose":
         opening = _overdose_steps(state)
+    elif _also_overdose(event):
+        # Pills already taken with intent: a medical emergency first, then the person.
+        opening = _overdose_steps(state) + "\n\n" + text(lang, "crisis.suicide")
     else:
         opening = text(lang, "crisis.suicide") + "\n\n" + _emergency_line(state)
     body = opening + "\n\n" + people_to_reach(state.person)

@@ -48,18 +48,41 @@ _TOKEN = re.compile(r"\d+(?:[.,]\d+)+|[^\W_]+(?:'[^\W_]+)*|[.!?;]+")
 _SOFT_BREAK = re.compile(r"\.{2,}|\u2026|[-\u2013\u2014_/\\]")
 _STRETCHED = re.compile(r"[^\W\d_]*([^\W\d_])\1{2,}[^\W\d_]*")
 _RUN = re.compile(r"([^\W\d_])\1{2,}")
+_TRIPLE = re.compile(r"(\w)\1\1")
+# What a star may hide: any letter, Latin or not ("s*icide", "с*ицид", "suic*dio").
+_ANY_LETTER = r"[^\W\d_]"
 _CENSORED = re.compile(r"[^\W_]*\*+[^\W_*]*(?:\*+[^\W_*]*)*")
 # Only tokens that mix letters with digits or @/$ ("k1ll", "d1e", "20xans"), so plain words cost
 # nothing.
 _LEET = re.compile(
     r"(?<![\w@$])(?:[a-z]+[0-9@$]|[0-9@$]+[a-z]|[@$][0-9@$]*[a-z])[a-z0-9@$]*(?![\w@$])"
 )
-_LEET_TABLE = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s"})
+_LEET_TABLE = str.maketrans(
+    {"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s"}
+)
 _DIGITS_THEN_WORD = re.compile(r"(\d+)([a-z]{2,})")
 _SPACES = re.compile(r"\s+")
 _PRONOUN_IS = frozenset(
-    "he she it that there what who where here how everyone everybody everything nobody "
-    "someone somebody something noone".split()
+    {
+        "he",
+        "she",
+        "it",
+        "that",
+        "there",
+        "what",
+        "who",
+        "where",
+        "here",
+        "how",
+        "everyone",
+        "everybody",
+        "everything",
+        "nobody",
+        "someone",
+        "somebody",
+        "something",
+        "noone",
+    }
 )
 _NT_IRREGULAR = {"can't": "cannot", "won't": "will not", "ain't": "is not", "shan't": "shall not"}
 _SUFFIXES = {"'m": " am", "'re": " are", "'ve": " have", "'ll": " will", "'d": " would"}
@@ -92,6 +115,29 @@ def load_lexicon(lang: str) -> dict[str, Any]:
     return data
 
 
+def _text(value: object, where: str) -> str:
+    """A lexicon string; YAML 1.1 reads bare no/off/yes/on as booleans, so those are refused."""
+    if isinstance(value, bool) or value is None:
+        raise ValueError(f"lexicon: {where} has {value!r}; quote words like 'off' or 'no'")
+    return str(value).lower()
+
+
+def _strings(cfg: Mapping[str, Any], key: str) -> list[str]:
+    """A list of words from the normalize section."""
+    return [_text(v, f"normalize.{key}") for v in cfg.get(key) or ()]
+
+
+def _mapping(cfg: Mapping[str, Any], key: str) -> dict[str, str]:
+    """A word -> replacement map from the normalize section."""
+    where = f"normalize.{key}"
+    return {_text(k, where): _text(v, where) for k, v in (cfg.get(key) or {}).items()}
+
+
+def _shift_groups(template: str, base: int) -> str:
+    """Renumber "\\1" in a replacement template to a group inside a combined regex."""
+    return re.sub(r"\\(\d+)", lambda g: f"\\g<{base + int(g.group(1))}>", template)
+
+
 def _alternation(keys: Iterable[str]) -> re.Pattern[str] | None:
     """One word-bounded regex matching any of the keys, longest first."""
     ordered = sorted(set(keys), key=len, reverse=True)
@@ -107,36 +153,27 @@ class Normalizer:
     def __init__(self, config: Mapping[str, Any] | None = None) -> None:
         """Compile the ``normalize`` section of a lexicon (all keys optional)."""
         cfg = dict(config or {})
-        self.words: dict[str, str] = {
-            str(k).lower(): str(v).lower() for k, v in (cfg.get("words") or {}).items()
-        }
-        self.phrases: dict[str, str] = {
-            str(k).lower(): str(v).lower() for k, v in (cfg.get("phrases") or {}).items()
-        }
-        self.keep_double: frozenset[str] = frozenset(
-            str(w).lower() for w in cfg.get("keep_double") or ()
-        )
-        self.censored: tuple[str, ...] = tuple(str(w).lower() for w in cfg.get("censored") or ())
+        self.words: dict[str, str] = _mapping(cfg, "words")
+        self.phrases: dict[str, str] = _mapping(cfg, "phrases")
+        self.keep_double: frozenset[str] = frozenset(_strings(cfg, "keep_double"))
+        self.censored: tuple[str, ...] = tuple(_strings(cfg, "censored"))
         # Only sensitive words are re-joined from spelled-out letters ("k m s", "d i e").
         self.spelled: frozenset[str] = frozenset(self.censored)
-        self.units: frozenset[str] = frozenset(str(u).lower() for u in cfg.get("units") or ())
+        self.units: frozenset[str] = frozenset(_strings(cfg, "units"))
         # All raw rewrites run as one alternation (one pass over the text, not one per rule).
+        # A leading word edge shared by most rules is tested once per position, not per rule.
         raw = [(str(pat), str(rep)) for pat, rep in cfg.get("raw") or ()]
-        self._raw_rx: re.Pattern[str] | None = (
-            re.compile("|".join(f"(?P<r{i}>{pat})" for i, (pat, _) in enumerate(raw)))
-            if raw
-            else None
-        )
+        edged = [f"(?P<r{i}>{p[2:]})" for i, (p, _) in enumerate(raw) if p.startswith(r"\b")]
+        loose = [f"(?P<r{i}>{p})" for i, (p, _) in enumerate(raw) if not p.startswith(r"\b")]
+        parts = ([rf"\b(?:{'|'.join(edged)})"] if edged else []) + loose
+        self._raw_rx: re.Pattern[str] | None = re.compile("|".join(parts)) if parts else None
         # Each rule's "\\1" points at its own group inside the combined regex.
-        self._raw_out: tuple[str, ...] = tuple(
-            re.sub(
-                r"\\(\d+)",
-                lambda g, base=self._raw_rx.groupindex[f"r{i}"]: f"\\g<{base + int(g.group(1))}>",
-                rep,
+        self._raw_out: tuple[str, ...] = ()
+        if self._raw_rx is not None:
+            groups = self._raw_rx.groupindex
+            self._raw_out = tuple(
+                _shift_groups(rep, groups[f"r{i}"]) for i, (_, rep) in enumerate(raw)
             )
-            for i, (_, rep) in enumerate(raw)
-            if self._raw_rx is not None
-        )
         table: dict[int, str | None] = {ord(k): v for k, v in _QUOTES.items()}
         table.update({ord(c): None for c in _INVISIBLE})
         # Emoji and symbols that carry meaning become words; the rest are dropped by tokenising.
@@ -160,7 +197,8 @@ class Normalizer:
         if "*" in t:
             t = _CENSORED.sub(self._uncensor, t)
         t = _LEET.sub(self._unleet, t)
-        t = _STRETCHED.sub(self._squeeze, t)
+        if _TRIPLE.search(t):  # cheap test first: stretched words are rare
+            t = _STRETCHED.sub(self._squeeze, t)
         t = _SOFT_BREAK.sub(" ", t)
         out: list[str] = []
         singles: list[str] = []  # spelled-out letters, "d i e" -> "die"
@@ -185,9 +223,13 @@ class Normalizer:
 
     def _join_singles(self, letters: list[str]) -> list[str]:
         """Letters spelled one by one (3 or more) are read as a word."""
-        word = "".join(letters)
-        if len(letters) >= 3 and word in self.spelled:
-            return [self.words.get(word, word)]
+        # One-letter words may come first ("i k m s", "я думаю о с у и ц и д е"): the spelled
+        # word is the longest tail of the run that is a known sensitive word.
+        for start in range(len(letters) - 2):
+            word = "".join(letters[start:])
+            if word in self.spelled:
+                head = [self.words.get(ch, ch) for ch in letters[:start]]
+                return [*head, self.words.get(word, word)]
         return [self.words.get(ch, ch) for ch in letters]
 
     def _expand(self, tok: str) -> str:
@@ -225,26 +267,26 @@ class Normalizer:
         return _RUN.sub(r"\1", word)
 
     def _uncensor(self, m: re.Match[str]) -> str:
-        """'s*icide', 'k*ll' -> the sensitive word the stars hide, when exactly one fits."""
+        """'s*icide', 'k*ll' -> the first sensitive word (lexicon order) the stars can hide."""
         tok = m.group(0)
         if sum(c.isalpha() for c in tok) < 2:
             return tok.replace("*", " ")
-        rx = re.compile(re.escape(tok).replace(r"\*", "[a-z]"))
+        rx = re.compile(re.escape(tok).replace(r"\*", _ANY_LETTER))
         fits = [w for w in self.censored if rx.fullmatch(w)]
         if not fits:
-            loose = re.compile(re.escape(tok).replace(r"\*", "[a-z]*"))
+            loose = re.compile(re.escape(tok).replace(r"\*", _ANY_LETTER + "*"))
             fits = [w for w in self.censored if loose.fullmatch(w)]
         return fits[0] if fits else tok.replace("*", "")
 
     def _unleet(self, m: re.Match[str]) -> str:
         """'k1ll', 'd1e', 'su1c1de' -> letters; '20mg', '3am', '2nd' stay; '20xans' splits."""
         tok = m.group(0)
-        if tok in self.words or not any(c in "013457@$" for c in tok):
+        if tok in self.words:
             return tok
         lead = _DIGITS_THEN_WORD.fullmatch(tok)
         if lead:
             return tok if lead.group(2) in self.units else f"{lead.group(1)} {lead.group(2)}"
-        if sum(c.isalpha() for c in tok) < 2:
+        if not any(c in "013457@$" for c in tok) or sum(c.isalpha() for c in tok) < 2:
             return tok
         return tok.translate(_LEET_TABLE)
 

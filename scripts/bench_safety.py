@@ -59,13 +59,17 @@ def main(argv: list[str] | None = None) -> None:
     for u in inputs:  # warm-up (regex caches, lazy structures)
         net.check(u)
     timings: list[float] = []
+    best = [float("inf")] * len(inputs)  # per message, the quietest of the repeats
     clock = time.perf_counter_ns
     for _ in range(args.repeat):
-        for u in inputs:
+        for i, u in enumerate(inputs):
             t0 = clock()
             net.check(u)
-            timings.append((clock() - t0) / 1000)
+            elapsed = (clock() - t0) / 1000
+            timings.append(elapsed)
+            best[i] = min(best[i], elapsed)
     timings.sort()
+    best.sort()
     long_text = " ".join(u.text for u in inputs)[:4096]
     long_u = Understanding(text=long_text, intent=IntentScore("out_of_scope", 0.9))
     t0 = clock()
@@ -81,12 +85,19 @@ def main(argv: list[str] | None = None) -> None:
         "p99_us": round(_percentile(timings, 99), 1),
         "max_us": round(timings[-1], 1),
         "mean_us": round(statistics.fmean(timings), 1),
+        "best_of_repeats_p50_us": round(_percentile(best, 50), 1),
+        "best_of_repeats_p99_us": round(_percentile(best, 99), 1),
         "max_length_message_us": round(long_us, 1),
     }
     print(
         f"SafetyNet.check over {len(inputs)} messages x {args.repeat}: "
-        f"p50 {result['p50_us']} us, p99 {result['p99_us']} us, max {result['max_us']} us; "
-        f"4096-char message {result['max_length_message_us']} us; lexicon load {result['load_ms']} ms"
+        f"p50 {result['p50_us']} us, p99 {result['p99_us']} us, max {result['max_us']} us "
+        f"(quietest run per message: p50 {result['best_of_repeats_p50_us']} us, "
+        f"p99 {result['best_of_repeats_p99_us']} us)"
+    )
+    print(
+        f"a 4096-character message (regression sets glued together): "
+        f"{result['max_length_message_us']} us; lexicon load {result['load_ms']} ms"
     )
     print(json.dumps(result))
 

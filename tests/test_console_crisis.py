@@ -41,3 +41,12 @@ async def test_overdose_gets_emergency_steps_with_the_local_number(service: Kind
     answer = await chat.say("my friend took too much and he's not breathing")
     assert "Call 911 now" in answer
     assert "Naloxone" in answer and "recovery position" in answer
+
+
+async def test_pills_already_taken_with_suicidal_words_get_emergency_steps_first(
+    service: KindredService,
+) -> None:
+    chat = Conversation(service)
+    await chat.say("/start")
+    answer = await chat.say("i took a whole bottle of pills, i want to die")
+    assert answer.index("This is an emergency") < answer.index("glad you told me")
