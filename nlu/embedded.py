@@ -307,7 +307,9 @@ class EntityExtractor:
     def _regex_value(self, name: str, matched: str) -> str | None:
         """The canonical value of a regex match."""
         if name == "craving_level":
-            return craving_level_value(matched)
+            # Digits first; number words ("на семь", "like a seven") through the synonyms.
+            value = craving_level_value(matched)
+            return value if value is not None else self.synonyms.get(matched.lower())
         return self.synonyms.get(matched.lower(), matched)
 
     def _lookup_candidates(self, norm: str, text: str, origin: list[int]) -> list[_Candidate]:
