@@ -10,8 +10,12 @@ import logging
 import secrets
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from bot.config import Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 
 def _settings() -> Settings:
@@ -34,7 +38,11 @@ async def _chat(args: argparse.Namespace) -> int:
         await runtime.aclose()
 
 
-async def _run(_args: argparse.Namespace) -> int:
+async def _run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from bot.scheduler import SchedulerSettings, build_followup_scheduler
+    from bot.sender import TelegramSender
     from bot.telegram.app import create_application, install_signal_handlers, run_polling
     from bot.wiring import build_runtime
 
@@ -42,10 +50,30 @@ async def _run(_args: argparse.Namespace) -> int:
     runtime = await build_runtime(settings)
     try:
         application = create_application(settings, runtime.service)
+        # `--role bot`: updates only; the scheduler runs as its own service (docker-compose.yml).
+        scheduler = None
+        if args.role == "all":
+            schedule = replace(SchedulerSettings(), retention_days=settings.retention_days)
+            # Follow-ups go out through the same bot, so replies and follow-ups share one limiter.
+            scheduler = build_followup_scheduler(runtime, TelegramSender(application.bot), schedule)
         stop = asyncio.Event()
         install_signal_handlers(stop)
-        logging.getLogger(__name__).warning("Kindred is polling %s", settings.telegram_api_base)
-        await run_polling(application, stop)
+        if settings.webhook_url:
+            from bot.webhook import run_webhook
+
+            secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
+            await run_webhook(
+                settings,
+                runtime,
+                stop,
+                secret_token=secret,
+                application=application,
+                background=scheduler,
+            )
+        else:
+            log = logging.getLogger(__name__)
+            log.warning("Kindred is polling %s", settings.telegram_api_base)
+            await run_polling(application, stop, background=scheduler)
     finally:
         await runtime.aclose()
     return 0
@@ -123,6 +151,150 @@ async def _volunteer_invite(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _scheduler(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from bot.scheduler_worker import run_scheduler_only, scheduler_settings
+    from bot.telegram.app import install_signal_handlers
+
+    settings = _settings()
+    stop = asyncio.Event()
+    install_signal_handlers(stop)
+    schedule = replace(scheduler_settings(args), retention_days=settings.retention_days)
+    if not settings.webhook_url:
+        await run_scheduler_only(settings, schedule, stop)
+        return 0
+    # Production (webhook mode): also /healthz and /metrics on KINDRED_HTTP_PORT for compose.
+    from bot.webhook import run_ops_server
+    from bot.wiring import build_runtime
+
+    runtime = await build_runtime(settings)
+    try:
+        await asyncio.gather(
+            run_scheduler_only(settings, schedule, stop), run_ops_server(settings, runtime, stop)
+        )
+    finally:
+        await runtime.aclose()
+    return 0
+
+
+async def _engine(settings: Settings) -> AsyncEngine:
+    """An engine on the configured database (SQLite is migrated on the spot, as elsewhere)."""
+    from bot.db.engine import create_engine, upgrade
+
+    if settings.is_sqlite:
+        await upgrade(settings.database_url)
+    return create_engine(settings.database_url)
+
+
+async def _programme_create(args: argparse.Namespace) -> int:
+    from bot.db.engine import sessionmaker
+    from bot.programmes import create_programme, deep_link, resolve_bot_username
+
+    settings = _settings()
+    username = args.bot_username or await resolve_bot_username(settings)
+    engine = await _engine(settings)
+    try:
+        async with sessionmaker(engine).begin() as session:
+            programme = await create_programme(session, args.name, args.kind)
+    finally:
+        await engine.dispose()
+    print(f"Programme '{programme.name}' ({programme.kind}). Share this link:")
+    print(deep_link(username, programme.code))
+    return 0
+
+
+async def _programme_list(_args: argparse.Namespace) -> int:
+    from bot.db.engine import sessionmaker
+    from bot.programmes import list_programmes
+
+    engine = await _engine(_settings())
+    try:
+        async with sessionmaker(engine)() as session:
+            for programme in await list_programmes(session):
+                print(f"{programme.code}\t{programme.kind}\t{programme.name}")
+    finally:
+        await engine.dispose()
+    return 0
+
+
+async def _stats(args: argparse.Namespace) -> int:
+    from bot.db.engine import sessionmaker
+    from bot.stats import programme_stats, render_table
+
+    engine = await _engine(_settings())
+    try:
+        async with sessionmaker(engine)() as session:
+            rows = await programme_stats(session)
+    finally:
+        await engine.dispose()
+    if args.json:
+        print(json.dumps([row.as_dict() for row in rows], ensure_ascii=False, indent=2))
+    else:
+        print(render_table(rows))
+    return 0
+
+
+async def _keys_generate(_args: argparse.Namespace) -> int:
+    from bot.keys import generate_key
+
+    print(generate_key())
+    return 0
+
+
+async def _keys_rotate(args: argparse.Namespace) -> int:
+    from bot.keys import rotate_all
+    from bot.wiring import build_identity
+
+    settings = _settings()
+    engine = await _engine(settings)
+    try:
+        report = await rotate_all(engine, build_identity(settings), args.batch_size)
+    finally:
+        await engine.dispose()
+    print(json.dumps(report.as_dict(), indent=2))
+    return 1 if sum(report.unreadable.values()) else 0
+
+
+async def _retention_run(args: argparse.Namespace) -> int:
+    from bot.db.engine import sessionmaker
+    from bot.retention import erase_inactive
+
+    settings = _settings()
+    engine = await _engine(settings)
+    try:
+        report = await erase_inactive(sessionmaker(engine), args.days or settings.retention_days)
+    finally:
+        await engine.dispose()
+    print(json.dumps({"people_erased": report.people, "rows": report.rows}))
+    return 0
+
+
+async def _desk_stats(args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
+    from bot.db.engine import sessionmaker
+    from bot.desk.store import claim_stats
+    from bot.repository import utcnow
+
+    engine = await _engine(_settings())
+    try:
+        async with sessionmaker(engine)() as session:
+            figures = await claim_stats(session, utcnow() - timedelta(days=args.days))
+    finally:
+        await engine.dispose()
+    print(json.dumps({"days": args.days, **figures}))
+    return 0
+
+
+async def _bench_delivery(args: argparse.Namespace) -> int:
+    from bot.bench_delivery import bench_delivery
+
+    figures = await bench_delivery(args.followups, args.db)
+    print(json.dumps(figures))
+    return 0
+
+
 async def _bench_nlu(args: argparse.Namespace) -> int:
     from nlu.bench import bench_nlu
 
@@ -145,7 +317,19 @@ def build_parser() -> argparse.ArgumentParser:
     chat.set_defaults(func=_chat)
 
     run = sub.add_parser("run", help="run the Telegram bot")
+    run.add_argument(
+        "--role",
+        choices=("all", "bot"),
+        default="all",
+        help="all: updates and follow-ups (one process); bot: updates only",
+    )
     run.set_defaults(func=_run)
+
+    sched = sub.add_parser("scheduler", help="deliver follow-ups only (no polling)")
+    sched.add_argument("--interval", type=float, default=2.0, help="seconds between looks")
+    sched.add_argument("--lease", type=float, default=30.0, help="seconds before a takeover")
+    sched.add_argument("--no-housekeeping", action="store_true")
+    sched.set_defaults(func=_scheduler)
 
     db = sub.add_parser("db", help="database")
     db_sub = db.add_subparsers(dest="db_command", required=True)
@@ -171,18 +355,64 @@ def build_parser() -> argparse.ArgumentParser:
     invite.add_argument("--role", choices=("volunteer", "coordinator"), default="volunteer")
     invite.set_defaults(func=_volunteer_invite)
 
+    programme = sub.add_parser("programme", help="referring programmes and their deep links")
+    prog_sub = programme.add_subparsers(dest="programme_command", required=True)
+    create = prog_sub.add_parser("create", help="create a programme and print its link")
+    create.add_argument("name")
+    create.add_argument(
+        "--kind", choices=("school", "campus", "workplace", "community"), default="community"
+    )
+    create.add_argument("--bot-username", default=None, help="default: asked of Telegram")
+    create.set_defaults(func=_programme_create)
+    prog_sub.add_parser("list", help="list programmes").set_defaults(func=_programme_list)
+
+    stats = sub.add_parser("stats", help="anonymised figures per programme")
+    stats.add_argument("--json", action="store_true", help="JSON instead of a table")
+    stats.set_defaults(func=_stats)
+
+    keys = sub.add_parser("keys", help="encryption keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    keys_sub.add_parser("generate", help="print a new key").set_defaults(func=_keys_generate)
+    rotate = keys_sub.add_parser("rotate", help="re-encrypt everything with the newest key")
+    rotate.add_argument("--batch-size", type=int, default=500)
+    rotate.set_defaults(func=_keys_rotate)
+
+    retention = sub.add_parser("retention", help="erase people inactive for too long")
+    retention_sub = retention.add_subparsers(dest="retention_command", required=True)
+    sweep = retention_sub.add_parser("run", help="erase them now")
+    sweep.add_argument("--days", type=int, default=None, help="default: KINDRED_RETENTION_DAYS")
+    sweep.set_defaults(func=_retention_run)
+
+    desk = sub.add_parser("desk", help="volunteer desk")
+    desk_sub = desk.add_subparsers(dest="desk_command", required=True)
+    desk_stats = desk_sub.add_parser("stats", help="time to claim, ratings, reports")
+    desk_stats.add_argument("--days", type=int, default=7)
+    desk_stats.set_defaults(func=_desk_stats)
+
     bench = sub.add_parser("bench", help="benchmarks")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True)
     bench_nlu = bench_sub.add_parser("nlu", help="parse latency, embedded vs Rasa")
     bench_nlu.add_argument("--rasa-url", default=None)
     bench_nlu.set_defaults(func=_bench_nlu)
+    delivery = bench_sub.add_parser(
+        "delivery", help="N follow-ups due at once, to the Bot API fake"
+    )
+    delivery.add_argument("--followups", type=int, default=10000)
+    delivery.add_argument("--db", default=None, help="PostgreSQL URL (default: a SQLite file)")
+    delivery.set_defaults(func=_bench_delivery)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `kindred` console script."""
     args = build_parser().parse_args(argv)
-    _configure_logging(logging.INFO if args.verbose else logging.WARNING)
+    if args.command in ("run", "scheduler"):
+        from bot.logging_setup import configure_logging
+
+        # A service: JSON lines, identifiers and message text scrubbed (bot.logging_setup).
+        configure_logging(logging.DEBUG if args.verbose else logging.INFO)
+    else:
+        _configure_logging(logging.INFO if args.verbose else logging.WARNING)
     try:
         return int(asyncio.run(args.func(args)))
     except KeyboardInterrupt:

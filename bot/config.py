@@ -17,7 +17,10 @@ DEFAULT_SECRET_FILE = ".kindred_secret"
 class Settings(BaseSettings):
     """Everything a deployment configures; nothing else reads the environment."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+    # env_ignore_empty: `NAME=` in .env or `${NAME:-}` in compose means "not set", not "".
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", populate_by_name=True, env_ignore_empty=True
+    )
 
     database_url: str = Field(
         default=f"sqlite+aiosqlite:///{DEFAULT_SQLITE_FILE}",
@@ -55,6 +58,20 @@ class Settings(BaseSettings):
     )
     http_port: int = Field(
         default=8080, validation_alias=AliasChoices("KINDRED_HTTP_PORT", "http_port")
+    )
+    # Telegram's X-Telegram-Bot-Api-Secret-Token; unset: derived from the deployment secret.
+    webhook_secret: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("KINDRED_WEBHOOK_SECRET", "webhook_secret")
+    )
+    # Fernet keys, newest first, comma-separated; the key derived from secret_key stays last.
+    encryption_keys: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("KINDRED_ENCRYPTION_KEYS", "encryption_keys")
+    )
+    # People silent for this many days are erased (bot.retention).
+    retention_days: int = Field(
+        default=365,
+        ge=1,
+        validation_alias=AliasChoices("KINDRED_RETENTION_DAYS", "retention_days"),
     )
     default_language: str = Field(
         default="en", validation_alias=AliasChoices("KINDRED_DEFAULT_LANGUAGE", "default_language")

@@ -10,21 +10,27 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.db.models import CheckIn, ConversationState, Escalation, FollowUp, ProcessedUpdate, User
+from bot.followup_rules import pause_until
 from bot.privacy import erase_person
+from bot.programmes import join_programme
 from flows.engine import (
     CancelFollowUps,
     Effect,
     EraseEverything,
     ExportData,
+    JoinProgramme,
     MarkOnboarded,
     OpenEscalation,
     Outcome,
+    PauseFollowUps,
     Person,
     RecordCheckIn,
     RecordOutcome,
+    ResumeFollowUps,
     ScheduleFollowUp,
     SetConsent,
     SetCountry,
+    SetTimezone,
     ShowProgress,
     State,
 )
@@ -89,6 +95,7 @@ async def load_state(session: AsyncSession, user: User) -> State:
         country=user.country,
         consent_checkins=user.consent_checkins,
         onboarded=user.onboarded,
+        timezone=user.timezone,
     )
     if row is None:
         return State(person=person)
@@ -149,6 +156,12 @@ async def apply_effect(session: AsyncSession, user: User, effect: Effect, encryp
             await _schedule_followup(session, user, kind, delay, dict(payload))
         case CancelFollowUps(kinds=kinds):
             await cancel_followups(session, user.id, kinds)
+        case PauseFollowUps(days=days):
+            user.paused_until = pause_until(utcnow(), days)
+        case ResumeFollowUps():
+            user.paused_until = None
+        case SetTimezone(zone=zone):
+            user.timezone = zone
         case RecordCheckIn():
             # Consent is enforced here, not only in the flows: no consent, no row.
             if user.consent_checkins:
@@ -156,6 +169,8 @@ async def apply_effect(session: AsyncSession, user: User, effect: Effect, encryp
         case RecordOutcome(kind=kind, outcome=result):
             if user.consent_checkins:
                 await _record_outcome(session, user.id, kind, result)
+        case JoinProgramme(code=code):
+            await join_programme(session, user, code)
         case ShowProgress() | ExportData() | EraseEverything():
             pass  # progress and export are read after the transaction; erasure is above
 

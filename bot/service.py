@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot import metrics
 from bot.db.models import User
 from bot.identity import Identity
 from bot.inbound import Inbound
@@ -19,6 +22,7 @@ from bot.repository import (
     load_state,
     offered_buttons,
     save_outcome,
+    utcnow,
 )
 from flows import router
 from flows.copy import languages, text
@@ -55,12 +59,29 @@ class KindredService:
         identity: Identity,
         nlu: NluPipeline,
         default_language: str = "en",
+        desk: bool = False,
     ) -> None:
         self._sessions = sessions
         self._identity = identity
         self._nlu = nlu
         self._default_language = default_language
+        self._desk = desk
         self._languages = frozenset(languages())
+
+    @property
+    def sessions(self) -> async_sessionmaker[AsyncSession]:
+        """The session factory (the volunteer desk shares it)."""
+        return self._sessions
+
+    @property
+    def identity(self) -> Identity:
+        """Pseudonyms and encryption (the volunteer desk shares them)."""
+        return self._identity
+
+    @property
+    def nlu(self) -> NluPipeline:
+        """The intent layer and safety net (the desk runs it on relayed messages)."""
+        return self._nlu
 
     def language_for(self, language_code: str | None) -> str:
         """The catalogue language closest to the channel's hint (e.g. Telegram's 'en-GB')."""
@@ -74,6 +95,8 @@ class KindredService:
         """Handle one event; a database fault degrades to an apology, a crisis is still answered."""
         pseudonym = self._identity.pseudonym(inbound.channel, inbound.external_user)
         event = await self._event(inbound)
+        if event.understanding is not None and event.understanding.is_crisis:
+            metrics.crisis_detected(event.understanding.intent.name)
         try:
             return await self._handle_stored(inbound, pseudonym, event)
         except (SQLAlchemyError, OSError) as exc:
@@ -93,6 +116,7 @@ class KindredService:
             payload=inbound.payload,
             understanding=understanding,
             media=inbound.media,
+            now=utcnow(),
         )
 
     async def _handle_stored(self, inbound: Inbound, pseudonym: str, event: Event) -> Handled:
@@ -110,7 +134,7 @@ class KindredService:
                 self.language_for(inbound.language_code),
                 chat_ref,
             )
-            state = await load_state(session, user)
+            state = replace(await load_state(session, user), desk=self._desk)
             event = await self._as_button_if_label(session, user.id, event)
             outcome = router.step(state, event)
             await save_outcome(session, user, outcome, self._identity.encrypt)
@@ -157,14 +181,18 @@ class KindredService:
         document = (EXPORT_FILE_NAME, export_file(data))
         return (Reply(text(lang, "privacy.export_caption"), document=document),)
 
-    async def followup(self, pseudonym: str, kind: str) -> tuple[Reply, ...]:
+    async def followup(
+        self, pseudonym: str, kind: str, details: Mapping[str, Any] | None = None
+    ) -> tuple[Reply, ...]:
         """A scheduled follow-up came due: the flows say what to send (nothing if unknown)."""
-        event = Event(kind=EventKind.FOLLOWUP, payload=kind)
+        event = Event(
+            kind=EventKind.FOLLOWUP, payload=kind, now=utcnow(), details=dict(details or {})
+        )
         async with self._sessions.begin() as session:
             user = await session.get(User, pseudonym, with_for_update=True)
             if user is None or not user.active:
                 return ()
-            state = await load_state(session, user)
+            state = replace(await load_state(session, user), desk=self._desk)
             outcome = router.step(state, event)
             await save_outcome(session, user, outcome, self._identity.encrypt)
         log.info("follow-up %s for %s", kind, pseudonym[:12])

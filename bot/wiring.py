@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bot.config import Settings
 from bot.db.engine import create_engine, sessionmaker, upgrade
 from bot.identity import Identity
+from bot.keys import parse_keys
 from bot.service import KindredService
 from nlu.pipeline import NluPipeline, build_pipeline
 
@@ -21,6 +22,7 @@ class Runtime:
     engine: AsyncEngine
     service: KindredService
     nlu: NluPipeline
+    identity: Identity
 
     async def aclose(self) -> None:
         """Release connections."""
@@ -28,6 +30,12 @@ class Runtime:
         if closer is not None:
             await closer()
         await self.engine.dispose()
+
+
+def build_identity(settings: Settings) -> Identity:
+    """Pseudonyms and encryption from the deployment secret and KINDRED_ENCRYPTION_KEYS."""
+    keys = settings.encryption_keys.get_secret_value() if settings.encryption_keys else None
+    return Identity(settings.resolved_secret(), encryption_keys=parse_keys(keys))
 
 
 async def build_runtime(
@@ -41,9 +49,15 @@ async def build_runtime(
     if migrate if migrate is not None else settings.is_sqlite:
         await upgrade(settings.database_url)
     engine = create_engine(settings.database_url)
-    identity = Identity(settings.resolved_secret())
+    identity = build_identity(settings)
     if nlu is None:
         token = settings.rasa_token.get_secret_value() if settings.rasa_token else None
         nlu = build_pipeline(language, "auto", settings.rasa_url, token)
-    service = KindredService(sessionmaker(engine), identity, nlu, settings.default_language)
-    return Runtime(settings, engine, service, nlu)
+    service = KindredService(
+        sessionmaker(engine),
+        identity,
+        nlu,
+        settings.default_language,
+        desk=settings.volunteer_chat_id is not None,
+    )
+    return Runtime(settings, engine, service, nlu, identity)

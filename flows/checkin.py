@@ -16,19 +16,17 @@ from collections.abc import Callable, Mapping
 from enum import StrEnum
 from typing import Any
 
-from flows import craving, referral
+from flows import craving, peer, referral
 from flows.copy import text
 from flows.engine import (
     Button,
     Event,
     EventKind,
-    OpenEscalation,
     Outcome,
     RecordCheckIn,
     Reply,
     State,
 )
-from flows.resources import people_to_reach
 from nlu.understanding import Entity, IntentScore, Understanding
 
 NAME = "checkin"
@@ -596,9 +594,7 @@ def _on_offer(state: State, event: Event, payload: str | None) -> Outcome | None
     if payload == "chk:wk:treat":
         return referral.start(state.idle(), "find_treatment")
     if payload == "chk:wk:peer":
-        body = text(lang, "checkin.weekly.peer_not_yet") + "\n\n" + people_to_reach(state.person)
-        escalate = OpenEscalation(reason="checkup", priority=CHECKUP_PRIORITY)
-        return Outcome((Reply(body),), state.idle(), (escalate,))
+        return peer.connect(state.idle(), reason="checkup")
     if payload == "chk:wk:later":
         return Outcome((Reply(text(lang, "checkin.weekly.later")),), state.idle())
     return None

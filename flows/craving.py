@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from enum import StrEnum
 
+from flows import peer
 from flows.copy import text
 from flows.engine import (
     Button,
@@ -21,7 +22,6 @@ from flows.engine import (
     ScheduleFollowUp,
     State,
 )
-from flows.resources import people_to_reach
 
 NAME = "craving"
 FOLLOWUP_KIND = "craving_checkback"
@@ -279,9 +279,8 @@ def _on_coping(state: State, payload: str | None) -> Outcome | None:
         reply = Reply(_tool_text(lang, tool, []), _coping_buttons(lang))
         return Outcome((reply,), state.at(NAME, Step.COPING, **data))
     if payload == "crv:peer":
-        body = text(lang, "craving.peer_not_yet") + "\n\n" + people_to_reach(state.person)
-        effect = OpenEscalation(reason="request_peer", priority=2)
-        return Outcome((Reply(body, _coping_buttons(lang)),), state, (effect,))
+        # A strong craving was already flagged for the desk; this is the person asking.
+        return peer.connect(state.idle())
     if payload and payload.startswith("crv:back:"):
         minutes = payload.removeprefix("crv:back:")
         if minutes not in {str(m) for m in CHECK_BACK_MINUTES}:

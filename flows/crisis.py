@@ -31,6 +31,7 @@ class Step(StrEnum):
     """Where a person is in the crisis flow."""
 
     SUPPORT = "support"
+    CHECKBACK = "checkback"
 
 
 def _emergency_line(state: State) -> str:
@@ -84,9 +85,43 @@ def start(state: State, event: Event) -> Outcome:
     return Outcome((Reply(body, _buttons(state)),), next_state, effects)
 
 
+OKAY_PAYLOAD, STRUGGLING_PAYLOAD = "crisis:okay", "crisis:struggling"
+
+
+def on_followup(state: State) -> Outcome:
+    """The check back after a crisis: a gentle question, never a menu."""
+    lang = state.person.language
+    buttons = (
+        (Button(text(lang, "crisis.button_okay"), OKAY_PAYLOAD),),
+        (Button(text(lang, "crisis.button_struggling"), STRUGGLING_PAYLOAD),),
+    )
+    reply = Reply(text(lang, "crisis.checkback"), buttons)
+    return Outcome((reply,), state.at(NAME, Step.CHECKBACK))
+
+
+def _on_checkback(state: State, event: Event) -> Outcome | None:
+    lang = state.person.language
+    answer = event.payload if event.kind is EventKind.BUTTON else None
+    if answer is None and event.kind is EventKind.TEXT:
+        answer = {"mood_positive": OKAY_PAYLOAD, "mood_negative": STRUGGLING_PAYLOAD}.get(
+            event.intent or ""
+        )
+    if answer == OKAY_PAYLOAD:
+        return Outcome((Reply(text(lang, "crisis.okay")),), state.idle())
+    if answer == STRUGGLING_PAYLOAD:
+        body = "\n\n".join(
+            (text(lang, "crisis.struggling"), _emergency_line(state), people_to_reach(state.person))
+        )
+        escalate = OpenEscalation(reason="crisis_checkback", priority=CRISIS_PRIORITY)
+        return Outcome((Reply(body),), state.idle(), (escalate,))
+    return None
+
+
 def handle(state: State, event: Event) -> Outcome | None:
     """Country picked or 'I'm safe'; anything else goes back to the router."""
     lang = state.person.language
+    if state.step == Step.CHECKBACK:
+        return _on_checkback(state, event)
     if event.kind is EventKind.BUTTON and event.payload == SAFE_PAYLOAD:
         return Outcome((Reply(text(lang, "crisis.safe")),), state.idle())
     country = country_from_payload(event.payload) if event.kind is EventKind.BUTTON else None

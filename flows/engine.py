@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -31,6 +32,10 @@ class Event:
     payload: str | None = None
     understanding: Understanding | None = None
     media: str | None = None
+    # When it happened (aware, UTC), set by the bot: flows never read a clock, so they stay pure.
+    now: datetime | None = None
+    # A FOLLOWUP's own data, e.g. which milestone it marks.
+    details: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def intent(self) -> str | None:
@@ -46,6 +51,7 @@ class Person:
     country: str | None = None
     consent_checkins: bool | None = None
     onboarded: bool = False
+    timezone: str | None = None  # IANA name the person picked; None: their country's default
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,8 @@ class State:
     flow: str | None = None
     step: str | None = None
     data: Mapping[str, Any] = field(default_factory=dict)
+    # Whether this deployment has a volunteer desk: no desk, no promise of a person.
+    desk: bool = False
 
     def at(self, flow: str | None, step: str | None, **data: Any) -> State:
         """The same person at another step (data replaced, not merged)."""
@@ -137,6 +145,25 @@ class CancelFollowUps:
 
 
 @dataclass(frozen=True)
+class PauseFollowUps:
+    """Hold scheduled messages for `days` days, or until the person asks again (None)."""
+
+    days: int | None = None
+
+
+@dataclass(frozen=True)
+class ResumeFollowUps:
+    """Lift a pause: the person asked for a reminder again."""
+
+
+@dataclass(frozen=True)
+class SetTimezone:
+    """Remember the person's time zone (an IANA name) for their local times."""
+
+    zone: str
+
+
+@dataclass(frozen=True)
 class RecordCheckIn:
     """Store a check-in; the bot stores it only if the person consented."""
 
@@ -169,6 +196,13 @@ class ExportData:
 
 
 @dataclass(frozen=True)
+class JoinProgramme:
+    """The person came through a programme's deep link; the bot checks the code exists."""
+
+    code: str
+
+
+@dataclass(frozen=True)
 class EraseEverything:
     """Erase every row and job of this person (after they confirmed)."""
 
@@ -180,10 +214,14 @@ Effect = (
     | OpenEscalation
     | ScheduleFollowUp
     | CancelFollowUps
+    | PauseFollowUps
+    | ResumeFollowUps
+    | SetTimezone
     | RecordCheckIn
     | RecordOutcome
     | ShowProgress
     | ExportData
+    | JoinProgramme
     | EraseEverything
 )
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from flows import referral
+from flows import peer, referral
 from flows.copy import text
 from flows.craving import TRIGGERS, triggers_from_text
 from flows.engine import (
@@ -20,7 +20,6 @@ from flows.engine import (
     Reply,
     State,
 )
-from flows.resources import people_to_reach
 
 NAME = "lapse"
 LAPSE_PRIORITY = 1
@@ -95,8 +94,7 @@ def _on_next(state: State, payload: str | None) -> Outcome | None:
     if payload == "lps:plan":
         return Outcome((Reply(text(lang, "lapse.plan")),), state.idle())
     if payload == "lps:peer":
-        body = text(lang, "craving.peer_not_yet") + "\n\n" + people_to_reach(state.person)
-        return Outcome((Reply(body),), state.idle())
+        return peer.connect(state.idle())
     if payload == "lps:treat":
         return referral.start(state.idle(), "find_treatment")
     if payload == "lps:fine":

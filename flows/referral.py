@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from flows import peer
 from flows.copy import text
 from flows.engine import Event, EventKind, Outcome, Reply, SetCountry, State
 from flows.resources import country_buttons, country_from_payload, directory, people_to_reach
@@ -15,7 +16,6 @@ NAME = "referral"
 
 # The kinds of services that fit each request; None means crisis lines and helplines.
 RESOURCE_KINDS: dict[str, tuple[str, ...] | None] = {
-    "request_peer": None,
     "find_treatment": ("treatment", "drugs_alcohol"),
     "find_meeting": ("meetings",),
     "harm_reduction": ("harm_reduction", "drugs_alcohol"),
@@ -30,6 +30,8 @@ class Step(StrEnum):
 
 def start(state: State, intent: str) -> Outcome:
     """Acknowledge the request and list services; ask the country first when unknown."""
+    if intent == "request_peer":
+        return peer.start(state)  # a person, not a list: the desk (or honesty that there is none)
     lang = state.person.language
     ack = text(lang, f"ack.{intent}")
     if state.person.country is None:

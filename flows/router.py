@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from flows import (
     checkin,
@@ -11,12 +12,14 @@ from flows import (
     crisis,
     lapse,
     onboarding,
+    peer,
     privacy,
     progress,
     referral,
+    reminders,
 )
 from flows.copy import text
-from flows.engine import Event, EventKind, Outcome, Reply, State
+from flows.engine import Event, EventKind, JoinProgramme, Outcome, Reply, State
 
 # A flow's handler answers the event, or returns None to let the router route it by intent.
 FlowHandler = Callable[[State, Event], Outcome | None]
@@ -29,6 +32,8 @@ FLOWS: dict[str, FlowHandler] = {
     coping.NAME: coping.handle,
     checkin.NAME: checkin.handle,
     privacy.NAME: privacy.handle,
+    peer.NAME: peer.handle,
+    reminders.NAME: reminders.handle,
 }
 # Intents that start a conversation of their own.
 INTENT_FLOWS: dict[str, Callable[[State, Event], Outcome]] = {
@@ -37,18 +42,24 @@ INTENT_FLOWS: dict[str, Callable[[State, Event], Outcome]] = {
     "coping_help": coping.start,
     "start_checkin": checkin.start,
     "delete_data": privacy.start_delete,
+    "request_peer": peer.start,
+    "set_reminder": reminders.start_set,
+    "stop_reminders": reminders.start_stop,
 }
 # Scheduled follow-ups, by kind, when they come due.
 FOLLOWUPS: dict[str, Callable[[State], Outcome]] = {
+    "crisis_checkback": crisis.on_followup,
     craving.FOLLOWUP_KIND: craving.on_followup,
     checkin.DAILY_FOLLOWUP_KIND: checkin.on_followup_daily,
     checkin.WEEKLY_FOLLOWUP_KIND: checkin.on_followup_weekly,
 }
+# Follow-ups that need the event too (its time, or the follow-up's own details).
+FOLLOWUPS_WITH_EVENT: dict[str, Callable[[State, Event], Outcome]] = dict(reminders.FOLLOWUPS)
 
 SMALL_TALK = frozenset(
     {"greet", "goodbye", "thanks", "affirm", "deny", "bot_challenge", "privacy_question"}
 )
-NOT_YET_BUILT = frozenset({"set_reminder"})
+NOT_YET_BUILT: frozenset[str] = frozenset()
 INTENT_PAYLOAD = "intent:"
 
 
@@ -78,16 +89,24 @@ def step(state: State, event: Event) -> Outcome:
 
 def _followup(state: State, event: Event) -> Outcome:
     """A follow-up came due; one whose kind is unknown (or retired) sends nothing."""
-    handler = FOLLOWUPS.get(event.payload or "")
+    kind = event.payload or ""
     # Nothing scheduled may cut into a crisis conversation; only the crisis check-back itself.
-    if handler is None or state.flow == crisis.NAME:
+    if state.flow == crisis.NAME and kind != "crisis_checkback":
         return Outcome((), state)
-    return handler(state)
+    if kind in FOLLOWUPS_WITH_EVENT:
+        return FOLLOWUPS_WITH_EVENT[kind](state, event)
+    handler = FOLLOWUPS.get(kind)
+    return handler(state) if handler is not None else Outcome((), state)
 
 
 def _command(state: State, event: Event) -> Outcome:
     if event.command == "start":
-        return onboarding.start(state.idle())
+        outcome = onboarding.start(state.idle())
+        code = event.args.strip()
+        if code:
+            # t.me/<bot>?start=<code>: a programme's deep link (the bot checks the code).
+            outcome = replace(outcome, effects=(*outcome.effects, JoinProgramme(code)))
+        return outcome
     if event.command == "delete":
         return privacy.start_delete(state.idle())
     if event.command == "mydata":

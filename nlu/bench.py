@@ -154,10 +154,13 @@ async def bench_rasa(
     messages: list[str],
     repeats: int,
     pid: int | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
 ) -> dict[str, float]:
     """Latency of a Rasa server's /model/parse over one keep-alive connection, sequentially."""
     params = {"token": token} if token else {}
-    async with httpx.AsyncClient(base_url=url.rstrip("/"), timeout=30.0) as client:
+    async with httpx.AsyncClient(
+        base_url=url.rstrip("/"), timeout=30.0, transport=transport
+    ) as client:
 
         async def parse(text: str) -> None:
             response = await client.post("/model/parse", params=params, json={"text": text})

@@ -220,7 +220,7 @@ class RasaInterpreter:
         except NluError as exc:
             if self.breaker.record_failure():
                 self.stats.breaker_opened += 1
-            return await self._fall_back(text, exc.reason)
+            return await self._fall_back(text, exc.reason, str(exc))
         except asyncio.CancelledError:
             self.breaker.release_probe()
             raise
@@ -228,7 +228,7 @@ class RasaInterpreter:
             log.error("rasa client failed unexpectedly: %s", type(exc).__name__)
             if self.breaker.record_failure():
                 self.stats.breaker_opened += 1
-            return await self._fall_back(text, "error")
+            return await self._fall_back(text, "error", type(exc).__name__)
         self.breaker.record_success()
         self.stats.rasa_ok += 1
         return understanding
@@ -280,10 +280,15 @@ class RasaInterpreter:
         except ValueError:
             return False
 
-    async def _fall_back(self, text: str, reason: str) -> Understanding:
-        """Answer through the fallback interpreter and record why."""
+    async def _fall_back(self, text: str, reason: str, detail: str = "") -> Understanding:
+        """Answer through the fallback interpreter and record why (never logging the text)."""
         self.stats.record_fallback(reason)
-        log.info("rasa fallback: %s (breaker %s)", reason, self.breaker.state)
+        log.info(
+            "rasa fallback: %s %s(breaker %s)",
+            reason,
+            f"[{detail}] " if detail else "",
+            self.breaker.state,
+        )
         understanding = await self.fallback.parse(text)
         return replace(understanding, extras={**understanding.extras, "fallback_reason": reason})
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -195,13 +196,14 @@ def run_fold(
     data_dir = workdir / f"fold{index}" / "data"
     write_training_yaml(data_dir / "nlu.yml", train, project)
     started = time.perf_counter()
-    model = train_nlu(
-        config=str(config),
-        nlu_data=str(data_dir),
-        output=str(workdir / f"fold{index}" / "models"),
-        fixed_model_name=f"fold{index}",
-        domain=str(domain) if domain else None,
-    )
+    with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the JSON
+        model = train_nlu(
+            config=str(config),
+            nlu_data=str(data_dir),
+            output=str(workdir / f"fold{index}" / "models"),
+            fixed_model_name=f"fold{index}",
+            domain=str(domain) if domain else None,
+        )
     if not model:
         raise SystemExit(f"fold {index}: rasa train nlu produced no model")
     train_s = time.perf_counter() - started
@@ -252,6 +254,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     for name in ("rasa", "tensorflow", "absl"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    from rasa.utils.log_utils import configure_structlog
+
+    configure_structlog(logging.WARNING)  # else Rasa's structlog prints every parse at debug
 
     project_dir = args.project.resolve()
     config = (args.config or project_dir / "config.yml").resolve()

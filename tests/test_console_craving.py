@@ -83,7 +83,7 @@ async def test_a_strong_craving_is_flagged_for_a_person(
     await chat.press("Skip")
     await chat.press("Done")
     answer = await chat.press("Talk to a person")
-    assert "isn't running in this version yet" in answer
+    assert "doesn't have a volunteer desk set up" in answer
     [escalation] = await rows(engine, Escalation, identity.pseudonym("console", chat.user))
     assert escalation.reason in ("high_craving", "request_peer")
 

@@ -50,3 +50,17 @@ async def test_pills_already_taken_with_suicidal_words_get_emergency_steps_first
     await chat.say("/start")
     answer = await chat.say("i took a whole bottle of pills, i want to die")
     assert answer.index("This is an emergency") < answer.index("glad you told me")
+
+
+async def test_a_crisis_check_back_asks_gently_and_offers_help_again(
+    service: KindredService, identity: Identity
+) -> None:
+    chat = Conversation(service)
+    await chat.say("/start")
+    await chat.say("i don't want to be alive anymore")
+    me = identity.pseudonym("console", chat.user)
+    assert "How are you doing right now?" in await chat.followup(me, "crisis_checkback")
+    answer = await chat.press("Still struggling")
+    assert "emergency number" in answer and "findahelpline.com" in answer
+    await chat.followup(me, "crisis_checkback")
+    assert "really glad" in await chat.press("I'm okay")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 
 import pytest
 from sqlalchemy import select
@@ -354,8 +355,9 @@ def test_a_request_typed_as_the_note_is_answered_after_the_summary() -> None:
     at_note = walk(CONSENTED, *DAILY_BY_BUTTONS)[-1]
     outcome = step(at_note, typed("I want to talk to someone", "request_peer"))
     assert len(outcome.replies) == 2 and "Thanks for checking in" in outcome.replies[0].text
-    assert "Which country" in outcome.replies[1].text
-    assert outcome.state.flow == referral.NAME
+    # No volunteer desk in this state: an honest answer and people to call, not a false promise.
+    assert "volunteer desk" in outcome.replies[1].text
+    assert outcome.state.flow is None
     assert [r.note for r in records([outcome])] == ["I want to talk to someone"]
 
 
@@ -514,14 +516,19 @@ def test_find_treatment_from_the_offer_goes_to_referral() -> None:
     assert "Looking for treatment is a big step" in body(listed) and listed.state.flow is None
 
 
-def test_a_peer_from_the_offer_flags_the_desk_and_is_honest_about_it() -> None:
+def test_a_peer_from_the_offer_is_honest_when_there_is_no_desk() -> None:
     end = weekly(CONSENTED, "0", "yes", "yes")[-1]
     peer = step(end, press("chk:wk:peer"))
-    assert peer.effects == (OpenEscalation(reason="checkup", priority=2),)
-    assert "isn't running in this version yet" in body(peer)
+    assert peer.effects == ()  # nobody would see a request: no false promise
+    assert "doesn't have a volunteer desk set up" in body(peer)
     assert "People you can reach" in body(peer) and "findahelpline.com" in body(peer)
     assert peer.state.flow is None
-    assert step(end, typed("I want to talk to someone", "request_peer")).effects == peer.effects
+
+
+def test_a_peer_from_the_offer_flags_the_desk_when_there_is_one() -> None:
+    end = weekly(replace(CONSENTED, desk=True), "0", "yes", "yes")[-1]
+    peer = step(end, press("chk:wk:peer"))
+    assert peer.effects == (OpenEscalation(reason="checkup", priority=2),)
 
 
 def test_not_now_from_the_offer_leaves_the_door_open() -> None:
@@ -731,7 +738,7 @@ async def test_console_daily_check_in_without_consent_stores_nothing(
 
 
 @wired
-async def test_console_weekly_checkup_offers_a_peer_and_flags_the_desk(
+async def test_console_weekly_checkup_offers_a_peer_honestly_without_a_desk(
     service: KindredService, engine: AsyncEngine, identity: Identity
 ) -> None:
     chat = await consented(service)
@@ -740,7 +747,7 @@ async def test_console_weekly_checkup_offers_a_peer_and_flags_the_desk(
     await chat.press("Yes")
     answer = await chat.press("Not sure")
     assert "several days this week" in answer and "causing you problems" in answer
-    assert "isn't running in this version yet" in await chat.press("Talk to a peer")
+    assert "doesn't have a volunteer desk set up" in await chat.press("Talk to a peer")
     [row] = await stored_checkins(engine, identity, chat)
     assert row.kind == "weekly" and row.used is True
     assert row.answers == {"days": "5+", "problems": True, "help": "unsure"}
@@ -748,8 +755,7 @@ async def test_console_weekly_checkup_offers_a_peer_and_flags_the_desk(
         escalation = await session.scalar(
             select(Escalation).where(Escalation.user_id == row.user_id)
         )
-    assert escalation is not None and escalation.reason == "checkup"
-    assert escalation.priority == 2
+    assert escalation is None  # the console has no volunteer desk
 
 
 @wired

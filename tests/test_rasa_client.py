@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -83,6 +84,10 @@ class Recorder:
         """Record, then answer."""
         self.requests.append(request)
         return self.answer(request)
+
+    def transport(self) -> httpx.MockTransport:
+        """A mock transport answering through this recorder."""
+        return httpx.MockTransport(self)
 
 
 def ok(request: httpx.Request) -> httpx.Response:
@@ -413,3 +418,40 @@ async def test_nlu_fallback_reads_as_out_of_scope(make: Any) -> None:
     assert u.source == "rasa"
     assert u.intent.name == "out_of_scope"
     assert u.extras == {"rasa_intent": "nlu_fallback"}
+
+
+# nlu.bench helpers (the embedded half needs the trained model: see scripts/rasa_integration.sh)
+
+
+def test_bench_helpers(tmp_path: Any) -> None:
+    from nlu.bench import percentile, strip_annotations, training_messages
+
+    assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
+    assert percentile([5.0], 99) == 5.0
+    assert strip_annotations('i want [beer](substance) and [coke]{"entity": "substance"}') == (
+        "i want beer and coke"
+    )
+    (tmp_path / "nlu.yml").write_text(
+        'version: "3.1"\nnlu:\n- intent: craving\n  examples: |\n    - need a [drink](substance)\n'
+        "- synonym: alcohol\n  examples: |\n    - booze\n",
+        encoding="utf-8",
+    )
+    assert training_messages(tmp_path) == ["need a drink"]
+
+
+async def test_bench_rasa_measures_over_http() -> None:
+    from nlu.bench import bench_rasa, peak_rss_mb
+
+    rec = Recorder(ok)
+    result = await bench_rasa(
+        RASA_URL, "s3cret", ["a", "b"], repeats=3, pid=os.getpid(), transport=rec.transport()
+    )
+    assert len(rec.requests) == 2 + 6, "one warm-up pass, then repeats x messages"
+    assert rec.requests[0].url.params["token"] == "s3cret"
+    assert set(result) == {"rasa_p50_ms", "rasa_p99_ms", "rasa_peak_rss_mb"}
+    assert 0 <= result["rasa_p50_ms"] <= result["rasa_p99_ms"]
+    assert result["rasa_peak_rss_mb"] > 0
+    assert peak_rss_mb(2**22 + 12345) is None
+    rec.answer = server_error
+    with pytest.raises(RuntimeError):
+        await bench_rasa(RASA_URL, None, ["a"], repeats=1, transport=rec.transport())

@@ -7,6 +7,8 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
+import bot.desk.models
+import bot.programmes  # noqa: F401  (registers the programmes table)
 from bot.db.engine import create_engine
 from bot.db.models import Base
 

@@ -6,23 +6,36 @@ import asyncio
 import logging
 import signal
 from contextlib import suppress
+from typing import Protocol
 
-from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, Update
-from telegram.constants import ParseMode
+from telegram import BotCommand, Update
 from telegram.error import BadRequest, Forbidden, TelegramError
-from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, ContextTypes, TypeHandler
+from telegram.ext import Application, ApplicationBuilder, ContextTypes, TypeHandler
 from telegram.request import HTTPXRequest
 
+from bot import metrics
 from bot.config import Settings
-from bot.rendering import split_for_telegram
+from bot.desk.config import DeskSettings
+from bot.desk.telegram import register_desk
+from bot.sender import CAPTION_LIMIT, keyboard, make_rate_limiter, send_replies
 from bot.service import KindredService
 from bot.telegram.ordering import PerPersonUpdateProcessor
 from bot.telegram.updates import to_inbound
-from flows.engine import Reply
+
+__all__ = [
+    "CAPTION_LIMIT",
+    "Background",
+    "create_application",
+    "install_signal_handlers",
+    "keyboard",
+    "make_update_handler",
+    "run_polling",
+    "send_replies",
+]
 
 log = logging.getLogger(__name__)
 
-CAPTION_LIMIT = 1024
+DESK_KEY = "kindred.desk"  # application.bot_data key of the volunteer desk, when there is one
 COMMANDS = (
     ("start", "What Kindred is, and privacy"),
     ("help", "What I can do"),
@@ -30,52 +43,6 @@ COMMANDS = (
     ("coping", "Coping skills for hard moments"),
     ("progress", "Your progress over 30 days"),
 )
-
-
-def keyboard(reply: Reply) -> InlineKeyboardMarkup | None:
-    """Inline buttons for a reply (callback data is the flow's payload)."""
-    if not reply.buttons:
-        return None
-    return InlineKeyboardMarkup(
-        [
-            [InlineKeyboardButton(b.label, callback_data=b.payload) for b in row]
-            for row in reply.buttons
-        ]
-    )
-
-
-async def send_replies(bot: object, chat_id: int, replies: tuple[Reply, ...]) -> None:
-    """Send replies in order; long ones split, buttons on the last part."""
-    from telegram import Bot
-
-    assert isinstance(bot, Bot)
-    for reply in replies:
-        if reply.document is not None:
-            name, content = reply.document
-            await bot.send_document(
-                chat_id,
-                content,
-                filename=name,
-                caption=reply.text[:CAPTION_LIMIT],
-                parse_mode=ParseMode.HTML,
-            )
-            continue
-        if reply.image is not None:
-            # A caption holds at most 1024 characters; a longer text follows the photo instead.
-            caption = reply.text if len(reply.text) <= CAPTION_LIMIT else None
-            await bot.send_photo(
-                chat_id,
-                reply.image,
-                caption=caption,
-                parse_mode=ParseMode.HTML,
-                reply_markup=keyboard(reply) if caption is not None else None,
-            )
-            if caption is not None:
-                continue
-        parts = split_for_telegram(reply.text)
-        for index, part in enumerate(parts):
-            markup = keyboard(reply) if index == len(parts) - 1 else None
-            await bot.send_message(chat_id, part, parse_mode=ParseMode.HTML, reply_markup=markup)
 
 
 def make_update_handler(service: KindredService):  # type: ignore[no-untyped-def]
@@ -104,6 +71,7 @@ async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Log the fault's type only: tracebacks could carry message text."""
     error = context.error
     log.error("unhandled %s while handling an update", type(error).__name__)
+    metrics.handler_failed(metrics.update_kind(update) if isinstance(update, Update) else "other")
 
 
 async def set_commands(application: Application) -> None:
@@ -114,7 +82,12 @@ async def set_commands(application: Application) -> None:
         log.warning("setMyCommands failed: %s", type(exc).__name__)
 
 
-def create_application(settings: Settings, service: KindredService) -> Application:
+def create_application(
+    settings: Settings,
+    service: KindredService,
+    *,
+    desk_settings: DeskSettings | None = None,
+) -> Application:
     """The Application, pointed at TELEGRAM_API_BASE, with per-person ordering and rate limits."""
     if settings.telegram_bot_token is None:
         raise ValueError("TELEGRAM_BOT_TOKEN is not set")
@@ -136,21 +109,50 @@ def create_application(settings: Settings, service: KindredService) -> Applicati
         # Two connections: PTB confirms the last offset on shutdown while the long poll unwinds.
         .get_updates_request(HTTPXRequest(connection_pool_size=2, read_timeout=40.0))
         .concurrent_updates(PerPersonUpdateProcessor(settings.max_concurrent_updates))
-        .rate_limiter(AIORateLimiter(max_retries=3))
+        # One limiter for replies and follow-ups alike: Redis-backed when REDIS_URL is set.
+        .rate_limiter(make_rate_limiter(settings.redis_url))
         .post_init(set_commands)
         .build()
     )
     application.add_handler(TypeHandler(Update, make_update_handler(service)))
+    if settings.volunteer_chat_id is not None:
+        # The desk's handlers run before the person pipeline and keep desk traffic out of it.
+        application.bot_data[DESK_KEY] = register_desk(
+            application,
+            settings,
+            service=service,
+            sessions=service.sessions,
+            identity=service.identity,
+            nlu=service.nlu,
+            desk_settings=desk_settings,
+        )
     application.add_error_handler(on_error)
     return application
+
+
+class Background(Protocol):
+    """Something that runs beside polling, e.g. the follow-up scheduler."""
+
+    async def start(self) -> None:
+        """Start (the bot is initialized by then)."""
+        ...
+
+    async def stop(self) -> None:
+        """Stop (the bot is still usable meanwhile)."""
+        ...
 
 
 async def run_polling(
     application: Application,
     stop: asyncio.Event,
     poll_timeout: int = 30,
+    background: Background | None = None,
 ) -> None:
-    """Long-poll until `stop` is set; PTB's own lifecycle, inside our event loop."""
+    """Long-poll until `stop` is set; PTB's own lifecycle, inside our event loop.
+
+    `background` (the follow-up scheduler) starts once the bot is initialized and stops before
+    it shuts down, so it can send for as long as it runs.
+    """
     async with application:
         if application.post_init is not None:
             await application.post_init(application)
@@ -159,9 +161,13 @@ async def run_polling(
         await application.updater.start_polling(
             timeout=poll_timeout, allowed_updates=Update.ALL_TYPES, drop_pending_updates=False
         )
+        if background is not None:
+            await background.start()
         try:
             await stop.wait()
         finally:
+            if background is not None:
+                await background.stop()
             await application.updater.stop()
             await application.stop()
 

@@ -1,0 +1,1 @@
+"""The volunteer desk: anonymous peer connection through Telegram forum topics (issue 6)."""
