@@ -158,3 +158,47 @@ def _photo() -> dict[str, object]:
 
 def _voice() -> dict[str, object]:
     return {"file_id": "vc", "file_unique_id": "vc-u", "duration": 3}
+
+
+async def onboarded(api: FakeBotAPI) -> tuple[int, int]:
+    """A new person says /start and no to storing check-ins: (their id, messages so far)."""
+    person = PERSON + 1 + secrets.randbelow(10**6)  # the database is shared by the session
+    api.inject_message(person, "/start")
+    intro = (await api.wait_for_sent(person, 1, timeout=15))[0]
+    no_payload = api.buttons(intro)[1][0][1]
+    api.inject_callback(person, intro.message_id, no_payload)
+    await api.wait_for_sent(person, 2, timeout=15)
+    return person, 2
+
+
+async def test_a_crisis_over_telegram_gets_local_numbers_and_no_menu(bot: RunningBot) -> None:
+    api = bot.api
+    person, count = await onboarded(api)
+    api.inject_message(person, "i cant do this anymore, i want to end my life tonight")
+    crisis = (await api.wait_for_sent(person, count + 1, timeout=15))[-1]
+    assert "glad you told me" in str(crisis.text)
+    assert "emergency number" in str(crisis.text)
+    labels = [label for row in api.buttons(crisis) for label, _ in row]
+    assert "United Kingdom" in labels and "I'm safe right now" in labels
+    uk = next(
+        data for row in api.buttons(crisis) for label, data in row if label == "United Kingdom"
+    )
+    api.inject_callback(person, crisis.message_id, str(uk))
+    local = (await api.wait_for_sent(person, count + 2, timeout=15))[-1]
+    assert "999" in str(local.text) and "116 123" in str(local.text)
+
+
+async def test_a_referral_over_telegram_asks_the_country_once(bot: RunningBot) -> None:
+    api = bot.api
+    person, count = await onboarded(api)
+    api.inject_message(person, "where can i find an AA meeting")
+    asked = (await api.wait_for_sent(person, count + 1, timeout=15))[-1]
+    assert "Which country" in str(asked.text)
+    us = next(data for row in api.buttons(asked) for label, data in row if label == "United States")
+    api.inject_callback(person, asked.message_id, str(us))
+    listed = (await api.wait_for_sent(person, count + 2, timeout=15))[-1]
+    assert "aa.org" in str(listed.text).lower()
+    api.inject_message(person, "i need rehab")
+    again = (await api.wait_for_sent(person, count + 3, timeout=15))[-1]
+    assert "Which country" not in str(again.text)
+    assert "findtreatment.gov" in str(again.text).lower()
