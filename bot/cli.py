@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
 import secrets
 import sys
 from collections.abc import Sequence
@@ -295,12 +296,20 @@ async def _bench_delivery(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _bench_pipeline(args: argparse.Namespace) -> int:
+    from bot.bench_pipeline import run_from_args
+
+    print(json.dumps(await run_from_args(args)))
+    return 0
+
+
 async def _bench_nlu(args: argparse.Namespace) -> int:
     from nlu.bench import bench_nlu
 
     settings = _settings()
     token = settings.rasa_token.get_secret_value() if settings.rasa_token else None
-    figures = await bench_nlu(args.rasa_url, token if args.rasa_url else None)
+    pid = args.rasa_pid or (int(os.environ["RASA_PID"]) if os.environ.get("RASA_PID") else None)
+    figures = await bench_nlu(args.rasa_url, token if args.rasa_url else None, rasa_pid=pid)
     print(json.dumps(figures))
     return 0
 
@@ -393,7 +402,17 @@ def build_parser() -> argparse.ArgumentParser:
     bench_sub = bench.add_subparsers(dest="bench_command", required=True)
     bench_nlu = bench_sub.add_parser("nlu", help="parse latency, embedded vs Rasa")
     bench_nlu.add_argument("--rasa-url", default=None)
+    bench_nlu.add_argument("--rasa-pid", type=int, default=None, help="for Rasa's peak memory")
     bench_nlu.set_defaults(func=_bench_nlu)
+    pipeline = bench_sub.add_parser("pipeline", help="full pipeline against a bare PTB echo floor")
+    pipeline.add_argument("--latency-ms", type=int, default=0, help="Bot API round trip to add")
+    pipeline.add_argument("--db", default=None, help="database URL (default: a scratch SQLite)")
+    pipeline.add_argument("--people", type=int, default=200)
+    pipeline.add_argument("--messages", type=int, default=10, help="messages per person")
+    pipeline.add_argument("--stored-people", type=int, default=0)
+    pipeline.add_argument("--telegram-rate", type=float, default=0, help="send cap per s (0: off)")
+    pipeline.add_argument("--profile", action="store_true", help="cProfile the burst")
+    pipeline.set_defaults(func=_bench_pipeline)
     delivery = bench_sub.add_parser(
         "delivery", help="N follow-ups due at once, to the Bot API fake"
     )

@@ -6,6 +6,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -39,6 +41,9 @@ Encrypt = Callable[[str], str]
 OFFERED_KEY = "_offered_buttons"
 
 
+LAST_SEEN_RESOLUTION = timedelta(minutes=10)
+
+
 def utcnow() -> datetime:
     """Now, timezone-aware UTC (the only time the database stores)."""
     return datetime.now(UTC)
@@ -46,22 +51,45 @@ def utcnow() -> datetime:
 
 async def claim_update(session: AsyncSession, bot_id: int, update_id: int) -> bool:
     """Record an update id; False when it was already handled (a redelivery)."""
-    try:
-        async with session.begin_nested():
-            session.add(ProcessedUpdate(bot_id=bot_id, update_id=update_id))
-            await session.flush()
-    except IntegrityError:
-        return False
-    return True
+    # One statement instead of SAVEPOINT + INSERT + RELEASE (and an exception on a repeat):
+    # INSERT ... ON CONFLICT DO NOTHING RETURNING answers "was it new?" in one round trip.
+    dialect = session.get_bind().dialect.name
+    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    claimed = await session.scalar(
+        insert(ProcessedUpdate)
+        .values(bot_id=bot_id, update_id=update_id)
+        .on_conflict_do_nothing(index_elements=["bot_id", "update_id"])
+        .returning(ProcessedUpdate.id)
+    )
+    return claimed is not None
 
 
 async def get_or_create_user(
     session: AsyncSession, user_id: str, channel: str, language: str, chat_ref: str | None
 ) -> User:
     """The person's row, locked for this update (created on first contact)."""
-    user = await session.scalar(select(User).where(User.id == user_id).with_for_update())
+    # The conversation state comes in the same round trip (into the identity map, where
+    # load_state and save_outcome find it); only the person's row is locked.
+    found = (
+        await session.execute(
+            select(User, ConversationState)
+            .outerjoin(ConversationState, ConversationState.user_id == User.id)
+            .where(User.id == user_id)
+            .with_for_update(of=User)
+        )
+    ).first()
+    user = found[0] if found is not None else None
+    if found is not None and found[1] is not None:
+        # The identity map holds objects weakly: keep the state row alive for this transaction.
+        session.info["conversation_state"] = found[1]
     if user is not None:
-        user.last_seen_at = utcnow()
+        now = utcnow()
+        seen = user.last_seen_at
+        if seen is not None and seen.tzinfo is None:
+            seen = seen.replace(tzinfo=UTC)  # SQLite hands back naive UTC
+        # Re-engagement and retention count days: a write per message is not needed.
+        if seen is None or now - seen > LAST_SEEN_RESOLUTION:
+            user.last_seen_at = now
         if chat_ref is not None and user.chat_ref is None:
             user.chat_ref = chat_ref
         if not user.active:

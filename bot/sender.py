@@ -51,6 +51,7 @@ from telegram.ext import AIORateLimiter, BaseRateLimiter, ExtBot
 from telegram.request import HTTPXRequest
 
 from bot.rendering import split_for_telegram
+from bot.telegram.aiohttp_request import RequestNotSent
 from flows.engine import Reply
 
 __all__ = [
@@ -535,13 +536,13 @@ def classify(exc: TelegramError) -> SendError | _Retry:
     cause = exc.__cause__
     if isinstance(exc, TimedOut):
         # Pool and connect timeouts happen before a byte is written; read/write ones after.
-        if isinstance(cause, httpx.PoolTimeout | httpx.ConnectTimeout):
+        if isinstance(cause, httpx.PoolTimeout | httpx.ConnectTimeout | RequestNotSent):
             return _Retry(exc)
         return SendUncertain(message)
     if isinstance(exc, NetworkError):
         if cause is None or isinstance(cause, TelegramError):
             return _Retry(exc)  # an HTTP 5xx answer: Telegram says it did not complete it
-        if isinstance(cause, httpx.ConnectError):
+        if isinstance(cause, httpx.ConnectError | RequestNotSent):
             return _Retry(exc)
         return SendUncertain(message)
     return SendUncertain(message)
