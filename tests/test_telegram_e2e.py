@@ -15,7 +15,7 @@ from bot.db.models import Base
 from bot.telegram.app import create_application, run_polling
 from bot.wiring import Runtime, build_runtime
 from nlu.pipeline import NluPipeline
-from tests.botapi_fake import FakeBotAPI
+from tests.botapi_fake import FakeBotAPI, SentItem
 from tests.conftest import TEST_SECRET
 
 PERSON = 7391846250  # distinctive, so a leak of it into any table is findable
@@ -202,3 +202,27 @@ async def test_a_referral_over_telegram_asks_the_country_once(bot: RunningBot) -
     again = (await api.wait_for_sent(person, count + 3, timeout=15))[-1]
     assert "Which country" not in str(again.text)
     assert "findtreatment.gov" in str(again.text).lower()
+
+
+async def test_a_craving_check_in_over_telegram_from_level_to_check_back(bot: RunningBot) -> None:
+    api = bot.api
+    person, count = await onboarded(api)
+
+    async def press(label: str) -> SentItem:
+        nonlocal count
+        last = api.sent(person)[-1]
+        data = next(d for row in api.buttons(last) for lbl, d in row if lbl.startswith(label))
+        api.inject_callback(person, last.message_id, str(data))
+        count += 1
+        return (await api.wait_for_sent(person, count, timeout=15))[-1]
+
+    api.inject_message(person, "i really want to use tonight")
+    count += 1
+    asked = (await api.wait_for_sent(person, count, timeout=15))[-1]
+    assert "How strong is the craving" in str(asked.text)
+    assert "What is the craving for?" in str((await press("8")).text)
+    assert "What might be feeding it?" in str((await press("Opioids")).text)
+    await press("Tired")
+    coping = await press("Done")
+    assert "basics first" in str(coping.text) and "really hard" in str(coping.text)
+    assert "check back in 15 minutes" in str((await press("Check on me in 15")).text)
