@@ -59,8 +59,16 @@ FOLLOWUPS_WITH_EVENT: dict[str, Callable[[State, Event], Outcome]] = dict(remind
 SMALL_TALK = frozenset(
     {"greet", "goodbye", "thanks", "affirm", "deny", "bot_challenge", "privacy_question"}
 )
-NOT_YET_BUILT: frozenset[str] = frozenset()
-INTENT_PAYLOAD = "intent:"
+# Commands besides /start (which also carries a programme's deep-link code).
+COMMANDS: dict[str, Callable[[State, Event], Outcome]] = {
+    "delete": lambda state, _event: privacy.start_delete(state.idle()),
+    "mydata": lambda state, _event: privacy.start_export(state),
+    "checkin": lambda state, event: checkin.start(state.idle(), event),
+    "checkup": lambda state, _event: checkin.start_weekly(state.idle()),
+    "coping": lambda state, event: coping.start(state.idle(), event),
+    "progress": lambda state, event: progress.start(state, event),
+    "help": lambda state, _event: _say(state, "help.text"),
+}
 
 
 def step(state: State, event: Event) -> Outcome:
@@ -107,20 +115,9 @@ def _command(state: State, event: Event) -> Outcome:
             # t.me/<bot>?start=<code>: a programme's deep link (the bot checks the code).
             outcome = replace(outcome, effects=(*outcome.effects, JoinProgramme(code)))
         return outcome
-    if event.command == "delete":
-        return privacy.start_delete(state.idle())
-    if event.command == "mydata":
-        return privacy.start_export(state)
-    if event.command == "checkin":
-        return checkin.start(state.idle(), event)
-    if event.command == "checkup":
-        return checkin.start_weekly(state.idle())
-    if event.command == "coping":
-        return coping.start(state.idle(), event)
-    if event.command == "progress":
-        return progress.start(state, event)
-    if event.command == "help":
-        return _say(state, "help.text")
+    handler = COMMANDS.get(event.command or "")
+    if handler is not None:
+        return handler(state, event)
     return _say(state, "fallback.unknown", "fallback.menu_hint")
 
 
@@ -135,8 +132,6 @@ def answer_intent(state: State, intent: str, event: Event | None = None) -> Outc
         return INTENT_FLOWS[intent](state, event or Event(kind=EventKind.TEXT))
     if intent in referral.RESOURCE_KINDS:
         return referral.start(state, intent)
-    if intent in NOT_YET_BUILT:
-        return _say(state, f"ack.{intent}", "fallback.menu_hint")
     if intent == "out_of_scope":
         return _say(state, "fallback.unknown")
     if intent in SMALL_TALK:

@@ -52,6 +52,9 @@ COMMANDS = (
     ("checkin", "Check in on how you're doing"),
     ("coping", "Coping skills for hard moments"),
     ("progress", "Your progress over 30 days"),
+    ("checkup", "The weekly checkup"),
+    ("mydata", "Everything stored about you, as a file"),
+    ("delete", "Erase everything stored about you"),
 )
 
 
