@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Protocol
 
+from nlu.language_guess import likely_languages
 from nlu.understanding import FALLBACK_INTENT, IntentScore, Interpreter, Understanding
 
 log = logging.getLogger(__name__)
@@ -29,6 +32,8 @@ class NluPipeline:
     backend: Interpreter
     safety: SafetyCheck
     language: str = "en"
+    # Other languages' safety nets: people do not always write in their phone's language.
+    other_safety: Mapping[str, SafetyCheck] = field(default_factory=dict)
 
     async def parse(self, text: str) -> Understanding:
         """Understand one message; a failing backend never hides a crisis."""
@@ -40,12 +45,24 @@ class NluPipeline:
             understood = Understanding(
                 text=text, intent=IntentScore(FALLBACK_INTENT, 0.0), source="backend_error"
             )
-        return self.safety.check(understood)
+        checked = self.safety.check(understood)
+        if checked.is_crisis or not self.other_safety:
+            return checked
+        neutral = Understanding(text=text, intent=IntentScore(FALLBACK_INTENT, 1.0))
+        for lang in sorted(likely_languages(text) - {self.language}):
+            other = self.other_safety.get(lang)
+            if other is None:
+                continue
+            crisis = other.check(neutral)
+            if crisis.is_crisis:
+                return dataclasses.replace(crisis, entities=checked.entities)
+        return checked
 
     def lexicon_says_crisis(self, text: str) -> bool:
         """Whether the safety net's own wording lists (not the classifier) see a crisis."""
         neutral = Understanding(text=text, intent=IntentScore(FALLBACK_INTENT, 1.0))
-        return self.safety.check(neutral).is_crisis
+        nets = [self.safety, *self.other_safety.values()]
+        return any(net.check(neutral).is_crisis for net in nets)
 
 
 def build_pipeline(
@@ -56,7 +73,7 @@ def build_pipeline(
 ) -> NluPipeline:
     """The pipeline for one language: Rasa with the embedded fallback, or embedded alone."""
     from nlu.embedded import EmbeddedInterpreter
-    from nlu.safety import SafetyNet
+    from nlu.safety import SafetyNet, available_lexicons
 
     embedded = EmbeddedInterpreter.for_language(language)
     chosen: Interpreter = embedded
@@ -66,4 +83,7 @@ def build_pipeline(
         from nlu.rasa_client import RasaInterpreter
 
         chosen = RasaInterpreter(rasa_url, rasa_token, fallback=embedded)
-    return NluPipeline(chosen, SafetyNet.for_language(language), language)
+    others = {
+        lang: SafetyNet.for_language(lang) for lang in available_lexicons() if lang != language
+    }
+    return NluPipeline(chosen, SafetyNet.for_language(language), language, others)

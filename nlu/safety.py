@@ -42,7 +42,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from nlu.normalize import LexiconNotFoundError, Normalizer, load_lexicon
+from nlu.normalize import LEXICON_DIR, LexiconNotFoundError, Normalizer, load_lexicon
 from nlu.understanding import CRISIS_INTENTS, IntentScore, Understanding
 
 SUICIDE = "crisis_suicide"
@@ -666,3 +666,8 @@ class SafetyNet:
             source=SOURCE,
             extras=extras,
         )
+
+
+def available_lexicons() -> list[str]:
+    """Languages that have a crisis lexicon (nlu/lexicon/<lang>.yml)."""
+    return sorted(p.stem for p in LEXICON_DIR.glob("*.yml"))
