@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -60,10 +60,14 @@ class KindredService:
         nlu: NluPipeline,
         default_language: str = "en",
         desk: bool = False,
+        nlu_for_language: Callable[[str], NluPipeline | None] | None = None,
     ) -> None:
         self._sessions = sessions
         self._identity = identity
         self._nlu = nlu
+        # Other languages' pipelines, built on first use (None: no model for that language).
+        self._nlu_for_language = nlu_for_language
+        self._pipelines: dict[str, NluPipeline | None] = {nlu.language: nlu}
         self._default_language = default_language
         self._desk = desk
         self._languages = frozenset(languages())
@@ -103,11 +107,20 @@ class KindredService:
             log.error("storage unavailable for %s: %s", pseudonym[:12], type(exc).__name__)
             return Handled(self._degraded(inbound, event), pseudonym)
 
+    def _pipeline(self, language_code: str | None) -> NluPipeline:
+        """The NLU of the person's language when there is one, else the default."""
+        short = (language_code or "").split("-")[0].lower()
+        if not short or self._nlu_for_language is None:
+            return self._nlu
+        if short not in self._pipelines:
+            self._pipelines[short] = self._nlu_for_language(short)
+        return self._pipelines[short] or self._nlu
+
     async def _event(self, inbound: Inbound) -> Event:
         """The flows' view of the inbound event, with the NLU's understanding of free text."""
         understanding = None
         if inbound.kind is EventKind.TEXT and inbound.text.strip():
-            understanding = await self._nlu.parse(inbound.text)
+            understanding = await self._pipeline(inbound.language_code).parse(inbound.text)
         return Event(
             kind=inbound.kind,
             text=inbound.text,

@@ -32,6 +32,13 @@ class Runtime:
         await self.engine.dispose()
 
 
+def embedded_pipeline_for(language: str) -> NluPipeline | None:
+    """The embedded pipeline of a language we have a model for (Rasa serves the default)."""
+    from nlu.embedded import available_languages
+
+    return build_pipeline(language, "embedded") if language in available_languages() else None
+
+
 def build_identity(settings: Settings) -> Identity:
     """Pseudonyms and encryption from the deployment secret and KINDRED_ENCRYPTION_KEYS."""
     keys = settings.encryption_keys.get_secret_value() if settings.encryption_keys else None
@@ -59,5 +66,6 @@ async def build_runtime(
         nlu,
         settings.default_language,
         desk=settings.volunteer_chat_id is not None,
+        nlu_for_language=embedded_pipeline_for,
     )
     return Runtime(settings, engine, service, nlu, identity)
