@@ -68,3 +68,20 @@ def test_the_stigma_check_catches_what_it_should() -> None:
         assert STIGMATISING.search(bad)
     for fine in ("people who use drugs", "substance use disorder", "clean glass of water"):
         assert not STIGMATISING.search(fine)
+
+
+def _placeholders(value: str) -> set[str]:
+    return {field for _, field, _, _ in string.Formatter().parse(value) if field}
+
+
+@pytest.mark.parametrize("lang", [lang for lang in languages() if lang != "en"])
+def test_every_message_is_translated_with_the_same_placeholders(lang: str) -> None:
+    english, translated = catalogue("en"), catalogue(lang)
+    missing = sorted(key for key in english if key not in translated)
+    assert not missing, f"{lang} lacks {missing}"
+    dropped = sorted(
+        k for k in english if _placeholders(english[k]) != _placeholders(translated[k])
+    )
+    assert not dropped, f"{lang} changes the placeholders of {dropped}"
+    extra = sorted(key for key in translated if key not in english)
+    assert not extra, f"{lang} has ids English does not: {extra}"
