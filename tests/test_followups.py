@@ -4,9 +4,8 @@ quiet hours, pauses, a blocked bot, misfires, retries, fencing; and the housekee
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -15,7 +14,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot import housekeeping
-from bot.db.engine import create_engine, sessionmaker, upgrade_sync
+from bot.db.engine import create_engine, sessionmaker
 from bot.db.models import CheckIn, FollowUp, ProcessedUpdate, User
 from bot.followups import FollowUpDeliverer, claim_due_followups
 from bot.identity import Identity
@@ -24,40 +23,20 @@ from bot.sender import RecipientGone, SendFailed, SendUncertain, run_before_writ
 from bot.service import KindredService
 from flows.engine import Reply
 from nlu.pipeline import NluPipeline
-from tests.conftest import POSTGRES_ADMIN_URL, _admin
+from tests import isolated_db
 
 # Tuesday 1 December 2026, 12:00 UTC = 12:00 in London.
 NOON = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
 
-@pytest.fixture(
-    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
-)
-def own_db_url(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    """A database of this module's own: claiming acts on every due row in the table."""
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('followups') / 'kindred.sqlite3'}"
-        upgrade_sync(url)
-        yield url
-        return
-    if os.environ.get("KINDRED_SKIP_POSTGRES") == "1":
-        pytest.skip("KINDRED_SKIP_POSTGRES=1: PostgreSQL tests deliberately not run")
-    name = f"kindred_followups_{uuid.uuid4().hex[:10]}"
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-    url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    try:
-        upgrade_sync(url)
-        yield url
-    finally:
-        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+# Claiming acts on every due row in the table: this module needs a database of its own.
+fresh_db_url = isolated_db.fresh_db_url
 
 
 @pytest.fixture
-async def own_engine(own_db_url: str) -> AsyncIterator[AsyncEngine]:
+async def own_engine(fresh_db_url: str) -> AsyncIterator[AsyncEngine]:
     """An engine on the module's database, emptied of people before each test."""
-    engine = create_engine(own_db_url)
+    engine = create_engine(fresh_db_url)
     async with sessionmaker(engine).begin() as session:
         await session.execute(delete(User))
         await session.execute(delete(ProcessedUpdate))
@@ -225,9 +204,9 @@ async def test_a_dead_process_s_claim_is_taken_over_after_the_lease_but_never_a_
 
 @pytest.mark.postgres
 async def test_concurrent_claims_on_postgres_never_share_a_row(
-    sessions: async_sessionmaker[AsyncSession], identity: Identity, own_db_url: str
+    sessions: async_sessionmaker[AsyncSession], identity: Identity, fresh_db_url: str
 ) -> None:
-    if not own_db_url.startswith("postgresql"):
+    if not fresh_db_url.startswith("postgresql"):
         pytest.skip("SKIP LOCKED is PostgreSQL's")
     person = await add_person(sessions, identity, 3)
     for minute in range(60):
