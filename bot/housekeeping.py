@@ -9,6 +9,7 @@ is harmless.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -117,6 +118,15 @@ def _has_followup(kind: str, statuses: tuple[str, ...] | None = None) -> Any:
     return exists(query)
 
 
+async def _reachable_people(
+    session: AsyncSession, now: datetime, limit: int, *conditions: Any
+) -> Sequence[User]:
+    """Up to `limit` people we may write to first who also meet `conditions`."""
+    return (
+        await session.scalars(select(User).where(_reachable(now), *conditions).limit(limit))
+    ).all()
+
+
 async def plan_proactive_followups(
     sessions: async_sessionmaker[AsyncSession], now: datetime, limit: int = 500
 ) -> dict[str, int]:
@@ -133,17 +143,9 @@ async def plan_proactive_followups(
 
 
 async def _plan_checkups(session: AsyncSession, now: datetime, limit: int) -> int:
-    users = (
-        await session.scalars(
-            select(User)
-            .where(
-                _reachable(now),
-                User.consent_checkins.is_(True),
-                ~_has_followup(RECOVERY_CHECKUP, OPEN),
-            )
-            .limit(limit)
-        )
-    ).all()
+    users = await _reachable_people(
+        session, now, limit, User.consent_checkins.is_(True), ~_has_followup(RECOVERY_CHECKUP, OPEN)
+    )
     count = 0
     for user in users:
         zone = person_zone(user.timezone, user.country)
@@ -202,18 +204,14 @@ async def _tighten_checkups(session: AsyncSession, now: datetime, limit: int) ->
 
 
 async def _plan_reengagements(session: AsyncSession, now: datetime, limit: int) -> int:
-    users = (
-        await session.scalars(
-            select(User)
-            .where(
-                _reachable(now),
-                User.consent_checkins.is_(True),
-                User.last_seen_at < now - REENGAGE_AFTER,
-                ~_has_followup(REENGAGEMENT),
-            )
-            .limit(limit)
-        )
-    ).all()
+    users = await _reachable_people(
+        session,
+        now,
+        limit,
+        User.consent_checkins.is_(True),
+        User.last_seen_at < now - REENGAGE_AFTER,
+        ~_has_followup(REENGAGEMENT),
+    )
     count = 0
     for user in users:
         zone = person_zone(user.timezone, user.country)
@@ -224,17 +222,9 @@ async def _plan_reengagements(session: AsyncSession, now: datetime, limit: int) 
 
 
 async def _plan_milestones(session: AsyncSession, now: datetime, limit: int) -> int:
-    users = (
-        await session.scalars(
-            select(User)
-            .where(
-                _reachable(now),
-                User.recovery_start.is_not(None),
-                ~_has_followup(MILESTONE, OPEN),
-            )
-            .limit(limit)
-        )
-    ).all()
+    users = await _reachable_people(
+        session, now, limit, User.recovery_start.is_not(None), ~_has_followup(MILESTONE, OPEN)
+    )
     count = 0
     for user in users:
         assert user.recovery_start is not None
