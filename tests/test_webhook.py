@@ -274,6 +274,12 @@ async def test_a_wrong_or_missing_secret_token_is_refused_and_nothing_is_process
             headers={SECRET_HEADER: webhook_secret(only.settings)},
         )
         assert garbage.status_code == 400
+        unreadable = await client.post(
+            f"{only.url}/telegram",
+            json={"update_id": 10**6, "message": {"message_id": "x", "chat": "a string"}},
+            headers={SECRET_HEADER: webhook_secret(only.settings)},
+        )
+        assert unreadable.status_code == 200  # acknowledged, so Telegram does not hold it
         await settle(0.5)
         assert api.sent(person) == []
         assert await handled_update_ids(db_url, bot_id(api)) == []

@@ -30,6 +30,7 @@ from bot.sender import (
 from bot.service import KindredService
 from bot.telegram.aiohttp_request import AiohttpRequest
 from bot.telegram.ordering import PerPersonUpdateProcessor
+from bot.telegram.tolerant_bot import TolerantBot
 from bot.telegram.updates import to_inbound
 
 __all__ = [
@@ -137,15 +138,18 @@ def create_application(
     if rate_limiter is None:
         # One limiter for replies and follow-ups alike: Redis-backed when REDIS_URL is set.
         rate_limiter = make_rate_limiter(settings.redis_url)
+    bot = TolerantBot(
+        settings.telegram_bot_token.get_secret_value(),
+        base_url=f"{base}/bot",
+        base_file_url=f"{base}/file/bot",
+        request=request,
+        get_updates_request=get_updates_request,
+        rate_limiter=rate_limiter,
+    )
     application = (
         ApplicationBuilder()
-        .token(settings.telegram_bot_token.get_secret_value())
-        .base_url(f"{base}/bot")
-        .base_file_url(f"{base}/file/bot")
-        .request(request)
-        .get_updates_request(get_updates_request)
+        .bot(bot)
         .concurrent_updates(PerPersonUpdateProcessor(settings.max_concurrent_updates))
-        .rate_limiter(rate_limiter)
         .post_init(set_commands)
         .build()
     )
