@@ -409,7 +409,7 @@ def create_asgi_app(
                 metrics.webhook_rejected("unparseable")
                 update_id = body.get("update_id") if isinstance(body, dict) else None
                 shown = update_id if isinstance(update_id, int) else "without a usable id"
-                log.error("skipped webhook update %s: it could not be parsed", shown)
+                log.warning("skipped webhook update %s: it could not be parsed", shown)
                 return Response(status_code=200)
             await dispatcher.accept(update)
             return Response(status_code=200)

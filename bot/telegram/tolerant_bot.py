@@ -47,9 +47,9 @@ def parse_updates(raw: Sequence[JSONDict], bot: Any) -> tuple[Update, ...]:
             continue
         update_id = item.get("update_id") if isinstance(item, dict) else None
         if not isinstance(update_id, int) or isinstance(update_id, bool):
-            log.error("skipped an update without a usable update_id (%s)", reason)
+            log.warning("skipped an update without a usable update_id (%s)", reason)
             continue
-        log.error("skipped update %d: it could not be parsed (%s)", update_id, reason)
+        log.warning("skipped update %d: it could not be parsed (%s)", update_id, reason)
         parsed.append(Update(update_id=update_id))
     return tuple(parsed)
 
