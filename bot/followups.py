@@ -67,7 +67,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_LEASE = timedelta(seconds=30)  # a dead process's claims are taken over after this
 DEFAULT_BATCH = 100
-DEFAULT_CONCURRENCY = 8
+# Follow-ups prepared at once (flow, database): enough that the sender always has the next ones
+# ready at 30 a second even when each takes a second or two on a busy database.
+DEFAULT_CONCURRENCY = 64
 MAX_ATTEMPTS = 5
 
 

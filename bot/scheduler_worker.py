@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import signal
 from contextlib import suppress
@@ -30,11 +31,16 @@ async def run_scheduler_only(
         settings.telegram_bot_token.get_secret_value(),
         settings.telegram_api_base,
         make_rate_limiter(settings.redis_url),
+        own_thread=True,  # writes and their timing away from the database work on this loop
     )
     try:
         async with bot:
             scheduler = build_followup_scheduler(runtime, TelegramSender(bot), scheduler_settings)
             await scheduler.start()
+            # What start-up built (models, copy, caches) lives as long as the process: keep it
+            # out of the cyclic collector, whose full passes over it would stall sending.
+            gc.collect()
+            gc.freeze()
             print("scheduler ready", flush=True)  # the process tests wait for this line
             try:
                 await stop.wait()

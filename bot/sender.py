@@ -1,11 +1,15 @@
 """The one way the bot sends anything to Telegram: rate-limited, retried when safe, never twice.
 
 Limits. Telegram allows about 30 messages a second per bot and one a second per chat, measured
-where the messages arrive. One process: `KindredRateLimiter`, PTB's AIORateLimiter with the
-overall bucket holding a single token (aiolimiter's default bucket lets 30 through at once and
-then 30 more within the same second, which Telegram answers with 429) and a per-chat gate for
-private chats too (PTB only spaces groups). Several processes: `RedisRateLimiter`, the `limits`
-library's moving window in Redis shared by every process, behind the same PTB interface.
+where the messages arrive. One process: `KindredRateLimiter`, PTB's AIORateLimiter (groups,
+RetryAfter) with an even pace a little under 30 a second, a window that never lets a request
+out while 30 are in flight or were answered within the last second (so no delay on the way can
+make Telegram count 31 in a second: see _SendWindow), and a per-chat gate for private chats too
+(PTB only spaces groups), a second from the previous answer. With `build_bot(own_thread=True)`
+the pace and the window are applied on a thread of its own, right before each write
+(ThreadedRequest), so the database work of the caller's loop cannot bunch the writes or starve
+them. Several processes: `RedisRateLimiter`, the `limits` library's moving window in Redis shared
+by every process, behind the same PTB interface.
 
 Retries and duplicates. A message is retried only when Telegram certainly did not act on it: a
 429 (after retry_after), an HTTP 5xx answer, or a request that never left this machine (no
@@ -27,7 +31,8 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextvars import ContextVar
 from datetime import timedelta
 from functools import partial
@@ -48,10 +53,15 @@ from telegram.error import (
     TimedOut,
 )
 from telegram.ext import AIORateLimiter, BaseRateLimiter, ExtBot
-from telegram.request import HTTPXRequest
+from telegram.request import BaseRequest
 
 from bot.rendering import split_for_telegram
-from bot.telegram.aiohttp_request import RequestNotSent
+from bot.telegram.aiohttp_request import (
+    WRITE_GATE,
+    AiohttpRequest,
+    RequestNotSent,
+    ThreadedRequest,
+)
 from flows.engine import Reply
 
 __all__ = [
@@ -75,14 +85,20 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CAPTION_LIMIT = 1024
-# Below Telegram's 30/s so that arrival jitter never packs 31 sends into one second.
-MESSAGES_PER_SECOND = 29.0
+# Telegram's limits, counted where the messages arrive: 30 a second per bot, 1 a second per chat.
+TELEGRAM_PER_SECOND = 30
+# The even pace, a little under the limit so that the window guard (_SendWindow) rarely waits.
+MESSAGES_PER_SECOND = 29.5
 # The before-write hook (a commit) starts this long before its send slot.
-HOOK_LEAD_S = 0.05
+HOOK_LEAD_S = 0.1
+# Sending from a thread: requests marked by the before-write hook and not yet answered.
+READY_AHEAD = 8
 # Processes share the window but not their timing, so their sends bunch up more: more margin.
 REDIS_MESSAGES_PER_SECOND = 28
-# A little over a second: Telegram measures at arrival, and arrivals jitter by milliseconds.
-CHAT_INTERVAL_S = 1.05
+# A second from the answer to the previous message: Telegram counted that one before answering.
+CHAT_INTERVAL_S = 1.01
+# Float and clock fuzz on top of the one-second window.
+WINDOW_MARGIN_S = 0.005
 SEND_ENDPOINTS = frozenset(
     {
         "sendMessage",
@@ -175,38 +191,105 @@ RequestCallback = Callable[..., Coroutine[Any, Any, bool | dict[str, Any] | list
 
 
 class _ChatGate:
-    """Spaces sends to one chat by CHAT_INTERVAL_S, measured from when each was written.
+    """Spaces requests to one chat by `interval`, measured from the answer to the previous one.
 
-    aiolimiter would measure from when a slot was acquired; a send that then waits for the
-    overall limiter arrives later, and the next one to the same chat could arrive too soon.
+    Telegram counts a message before it answers, so once the answer is here the message has
+    been counted; a second after that, the next one cannot fall into the same second however
+    the two requests are delayed on the way. (aiolimiter would measure from when a slot was
+    acquired, before the waits for the overall limit.) Callers hold the chat's lock from the
+    wait until the answer, so there is never more than one request in flight per chat.
     """
 
     def __init__(self, interval: float, max_chats: int = 4096) -> None:
         self._interval = interval
         self._max_chats = max_chats
         self._locks: dict[int, asyncio.Lock] = {}
-        self._last_write: dict[int, float] = {}
+        self._last: dict[int, float] = {}
 
     def lock(self, chat_id: int) -> asyncio.Lock:
-        """The chat's lock, held from its wait until its request is written."""
+        """The chat's lock, held from its wait until its request is answered."""
         if len(self._locks) > self._max_chats:
             horizon = time.monotonic() - self._interval
-            for key in [k for k, v in self._last_write.items() if v < horizon]:
+            for key in [k for k, v in self._last.items() if v < horizon]:
                 if not self._locks[key].locked():
-                    del self._locks[key], self._last_write[key]
+                    del self._locks[key], self._last[key]
         return self._locks.setdefault(chat_id, asyncio.Lock())
 
     async def wait(self, chat_id: int) -> None:
         """Sleep until the chat may receive the next message."""
-        last = self._last_write.get(chat_id)
+        last = self._last.get(chat_id)
         if last is not None:
-            delay = last + self._interval - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
+            await _sleep_until(last + self._interval)
 
     def written(self, chat_id: int) -> None:
-        """Note that a message to the chat is being written now."""
-        self._last_write[chat_id] = time.monotonic()
+        """Note that a request to the chat is being written now."""
+        self._last[chat_id] = time.monotonic()
+
+    def answered(self, chat_id: int) -> None:
+        """Note that the request was answered (or failed) now: the interval starts here."""
+        self._last[chat_id] = time.monotonic()
+
+
+class _SendWindow:
+    """Never more than `limit` requests in flight or answered within the last `period` seconds.
+
+    This is what makes a 429 impossible whatever the timing on the way. Telegram (and the fake)
+    count a message when it arrives, which is after we write it and before we read the answer.
+    When a request is let in, every earlier one that could still be counted in the same second
+    as its arrival is either in flight or was answered less than `period` ago; fewer than
+    `limit` of them means at most `limit` arrivals in any second. A pacer alone only bounds the
+    write times: a 30th-of-a-second grid tolerates a few tens of milliseconds of difference in
+    delay between writes a second apart, and a busy machine (event loop, GC, scheduler)
+    exceeds that now and then. Waits here cost speed only when answers come back slowly.
+    """
+
+    def __init__(
+        self,
+        limit: int = TELEGRAM_PER_SECOND,
+        period: float = 1.0 + WINDOW_MARGIN_S,
+    ) -> None:
+        self._limit = limit
+        self._period = period
+        self._in_flight = 0
+        self._answered: deque[float] = deque()  # answer times, oldest first
+        self._turn = asyncio.Lock()  # first come, first served
+        self._answer = asyncio.Event()
+
+    def _expire(self, now: float) -> None:
+        while self._answered and self._answered[0] <= now - self._period:
+            self._answered.popleft()
+
+    async def enter(self) -> None:
+        """Wait until one more request fits, and count it as in flight."""
+        async with self._turn:
+            while True:
+                now = time.monotonic()
+                self._expire(now)
+                excess = self._in_flight + len(self._answered) - self._limit
+                if excess < 0:
+                    self._in_flight += 1
+                    return
+                if excess < len(self._answered):
+                    # Enough answers will leave the window by themselves.
+                    await _sleep_until(self._answered[excess] + self._period)
+                else:
+                    self._answer.clear()
+                    await self._answer.wait()
+
+    def leave(self) -> None:
+        """The request was answered, failed or gave up: it counts for `period` from now."""
+        self._in_flight -= 1
+        self._answered.append(time.monotonic())
+        self._answer.set()
+
+    @contextlib.asynccontextmanager
+    async def entry(self) -> AsyncIterator[None]:
+        """Inside: the request may be written."""
+        await self.enter()
+        try:
+            yield
+        finally:
+            self.leave()
 
 
 class _Pacer:
@@ -215,14 +298,15 @@ class _Pacer:
     A one-token aiolimiter bucket spaces each send from the previous one's actual start, so
     every late wake-up of a busy event loop is lost for good (measured: 26.8/s for a 29/s
     setting). Here each caller reserves the next slot on a grid, so a late wake-up costs
-    that send only. A send that wakes more than half a slot late takes a fresh slot instead
-    of going out close behind the previous one: any second then holds at most `per_second`
-    + 1 slots, and bunched sends are what Telegram answers with 429 (a catch-up guard over
-    the last writes still produced 429s on a loaded machine, where the write itself lags).
+    that send only. With `catch_up` (when a _SendWindow guards the limit) a late send still
+    goes: the window keeps the catch-up under the limit. Without it, a send that wakes more
+    than half a slot late takes a fresh slot instead of going out close behind the previous
+    one, so any second holds at most `per_second` + 1 slots.
     """
 
-    def __init__(self, per_second: float) -> None:
+    def __init__(self, per_second: float, catch_up: bool = False) -> None:
         self._interval = 1 / per_second
+        self._catch_up = catch_up
         self._next = 0.0
 
     def _reserve(self) -> float:
@@ -243,7 +327,7 @@ class _Pacer:
             await before()
         while True:
             await _sleep_until(slot)
-            if time.monotonic() - slot <= self._interval / 2:
+            if self._catch_up or time.monotonic() - slot <= self._interval / 2:
                 return
             slot = self._reserve()
 
@@ -281,7 +365,9 @@ class KindredRateLimiter(AIORateLimiter):
 
     PTB's overall bucket is switched off: aiolimiter's default lets 30 through at once and 30
     more in the same second, and a one-token bucket drifts below the rate on a busy loop. The
-    overall limit here is a drift-free pacer on a fixed grid (see _Pacer).
+    overall pace here is a drift-free pacer on a fixed grid (see _Pacer), and the limit itself
+    is held by a window over requests in flight and recently answered (see _SendWindow): no
+    timing on the way can make Telegram count more than 30 of ours in a second.
     """
 
     def __init__(
@@ -289,11 +375,30 @@ class KindredRateLimiter(AIORateLimiter):
         messages_per_second: float = MESSAGES_PER_SECOND,
         chat_interval: float = CHAT_INTERVAL_S,
         max_retries: int = 2,
+        limit_per_second: int = TELEGRAM_PER_SECOND,
     ) -> None:
-        """Evenly paced sends, at most `messages_per_second` in any second."""
+        """Evenly paced sends, never more than `limit_per_second` counted in any second."""
         super().__init__(overall_max_rate=0, overall_time_period=0, max_retries=max_retries)
-        self._pacer = _Pacer(messages_per_second)
+        self._pacer = _Pacer(messages_per_second, catch_up=True)
+        self._window = _SendWindow(limit_per_second)
         self._chats = _ChatGate(chat_interval)
+        self._ready: asyncio.Semaphore | None = None  # set when sending from a thread
+
+    def send_from_thread(self, ready_ahead: int = READY_AHEAD) -> None:
+        """The bot's request is a ThreadedRequest: pace and count there, right at the write.
+
+        The before-write hook still runs here, on the caller's loop, for at most `ready_ahead`
+        requests not yet answered, so the sending thread has work ready when the caller's loop
+        is busy and only those few are marked before their turn.
+        """
+        self._ready = asyncio.Semaphore(ready_ahead)
+
+    @contextlib.asynccontextmanager
+    async def _write_gate(self) -> AsyncIterator[None]:
+        """On the sending thread's loop: the pace, then the window until the answer."""
+        await self._pacer.wait()
+        async with self._window.entry():
+            yield
 
     async def process_request(
         self,
@@ -304,7 +409,7 @@ class KindredRateLimiter(AIORateLimiter):
         data: dict[str, Any],
         rate_limit_args: int | None,
     ) -> bool | dict[str, Any] | list[dict[str, Any]]:
-        """Per-chat gate, the overall pace, the before-write hook, then the request."""
+        """Per-chat gate, the overall pace, the before-write hook, the window, the request."""
         if data.get("chat_id") is None:  # getUpdates, getMe, answerCallbackQuery: not limited
             return await super().process_request(
                 callback, args, kwargs, endpoint, data, rate_limit_args
@@ -312,11 +417,28 @@ class KindredRateLimiter(AIORateLimiter):
         sends = endpoint in SEND_ENDPOINTS
         chat_id = _private_chat(data) if sends else None
 
+        async def request(*a: Any, **kw: Any) -> bool | dict[str, Any] | list[dict[str, Any]]:
+            if chat_id is None:
+                return await callback(*a, **kw)
+            self._chats.written(chat_id)
+            try:
+                return await callback(*a, **kw)
+            finally:
+                self._chats.answered(chat_id)
+
         async def write(*a: Any, **kw: Any) -> bool | dict[str, Any] | list[dict[str, Any]]:
-            await self._pacer.wait(run_before_write if sends else None, HOOK_LEAD_S)
-            if chat_id is not None:
-                self._chats.written(chat_id)
-            return await callback(*a, **kw)
+            if self._ready is None:
+                await self._pacer.wait(run_before_write if sends else None, HOOK_LEAD_S)
+                async with self._window.entry():
+                    return await request(*a, **kw)
+            async with self._ready:
+                if sends:
+                    await run_before_write()
+                token = WRITE_GATE.set(self._write_gate)
+                try:
+                    return await request(*a, **kw)
+                finally:
+                    WRITE_GATE.reset(token)
 
         if chat_id is None:
             return await super().process_request(
@@ -428,9 +550,13 @@ class RedisRateLimiter(BaseRateLimiter[int]):
         await self._window.acquire()
         if endpoint in SEND_ENDPOINTS:
             await run_before_write()
-        if chat_id is not None:
-            self._chats.written(chat_id)
-        return await callback(*args, **kwargs)
+        if chat_id is None:
+            return await callback(*args, **kwargs)
+        self._chats.written(chat_id)
+        try:
+            return await callback(*args, **kwargs)
+        finally:
+            self._chats.answered(chat_id)
 
 
 def make_rate_limiter(redis_url: str | None) -> BaseRateLimiter[int]:
@@ -617,20 +743,30 @@ def build_bot(
     rate_limiter: BaseRateLimiter[int] | None = None,
     connection_pool_size: int = 16,
     read_timeout: float = 10.0,
+    own_thread: bool = False,
 ) -> ExtBot[Any]:
-    """A bot for a process that sends but does not poll (the scheduler worker, benchmarks)."""
+    """A bot for a process that sends but does not poll (the scheduler worker, benchmarks).
+
+    `own_thread`: requests are written from a thread of their own (ThreadedRequest), where
+    KindredRateLimiter paces and counts them, away from this loop's database work.
+    """
     base = api_base.rstrip("/")
-    request = HTTPXRequest(
+    limiter = rate_limiter if rate_limiter is not None else KindredRateLimiter()
+    request: BaseRequest = AiohttpRequest(
         connection_pool_size=connection_pool_size,
         connect_timeout=10.0,
         read_timeout=read_timeout,
         write_timeout=10.0,
         pool_timeout=10.0,
     )
+    if own_thread:
+        request = ThreadedRequest(request)
+        if isinstance(limiter, KindredRateLimiter):
+            limiter.send_from_thread()
     return ExtBot(
         token,
         base_url=f"{base}/bot",
         base_file_url=f"{base}/file/bot",
         request=request,
-        rate_limiter=rate_limiter if rate_limiter is not None else KindredRateLimiter(),
+        rate_limiter=limiter,
     )

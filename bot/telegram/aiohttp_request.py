@@ -15,7 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+import threading
+from collections.abc import Callable, Coroutine
+from contextlib import AbstractAsyncContextManager
+from contextvars import ContextVar
+from functools import partial
+from typing import Any, TypeVar
 
 import aiohttp
 from telegram._utils.defaultvalue import DefaultValue
@@ -24,6 +29,7 @@ from telegram.error import NetworkError, TimedOut
 from telegram.request import BaseRequest, RequestData
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Statuses after which the Bot API did not act on the request, so sending it again cannot
 # duplicate a message: Telegram's front ends answer these while the backend is unavailable.
@@ -237,3 +243,109 @@ def _body(request_data: RequestData | None) -> Any:
     for name, (filename, content, mimetype) in request_data.multipart_data.items():
         form.add_field(name, content, filename=filename, content_type=mimetype)
     return form
+
+
+WriteGate = Callable[[], AbstractAsyncContextManager[None]]
+# Set by a rate limiter around one request: entered in the request's own thread right before
+# the request is written, and left when it is answered (see ThreadedRequest).
+WRITE_GATE: ContextVar[WriteGate | None] = ContextVar("kindred_write_gate", default=None)
+
+
+class ThreadedRequest(BaseRequest):
+    """A BaseRequest that runs another one on its own thread with its own event loop.
+
+    The sending side of a process that also does database work: timing decisions and writes
+    happen on a loop that does nothing else, so a slow query, a garbage collection or a burst
+    of flow work on the main loop delays neither the moment a request is written nor the
+    moment its answer is noted. A request carrying a write gate (WRITE_GATE, set by the rate
+    limiter) enters it on that loop, right before the write, and leaves it on the answer.
+    """
+
+    def __init__(self, inner: BaseRequest, name: str = "telegram-send") -> None:
+        """`inner` is created here but initialized, used and shut down on the thread."""
+        self._inner = inner
+        self._name = name
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def read_timeout(self) -> float | None:
+        """The inner request's default read timeout."""
+        return self._inner.read_timeout
+
+    @property
+    def native_id(self) -> int | None:
+        """The sending thread's id for the operating system (for its scheduling priority)."""
+        return self._thread.native_id if self._thread is not None else None
+
+    async def initialize(self) -> None:
+        """Start the thread and its loop, and initialize the inner request there."""
+        if self._thread is not None:
+            return
+        started = threading.Event()
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            asyncio.set_event_loop(loop)
+            started.set()
+            try:
+                loop.run_forever()
+            finally:
+                loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.close()
+
+        self._thread = threading.Thread(target=run, name=self._name, daemon=True)
+        self._thread.start()
+        await asyncio.to_thread(started.wait)
+        await self._there(self._inner.initialize())
+
+    async def shutdown(self) -> None:
+        """Shut the inner request down on the thread, then stop the thread."""
+        thread, loop = self._thread, self._loop
+        if thread is None or loop is None:
+            return
+        try:
+            await self._there(self._inner.shutdown())
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            await asyncio.to_thread(thread.join)
+            self._thread = self._loop = None
+
+    async def _there(self, work: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine on the sending loop and wait for it here."""
+        assert self._loop is not None
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(work, self._loop))
+
+    async def do_request(
+        self,
+        url: str,
+        method: str,
+        request_data: RequestData | None = None,
+        read_timeout: ODVInput[float] = BaseRequest.DEFAULT_NONE,
+        write_timeout: ODVInput[float] = BaseRequest.DEFAULT_NONE,
+        connect_timeout: ODVInput[float] = BaseRequest.DEFAULT_NONE,
+        pool_timeout: ODVInput[float] = BaseRequest.DEFAULT_NONE,
+    ) -> tuple[int, bytes]:
+        """The inner do_request on the sending loop, inside the write gate if there is one."""
+        if self._loop is None:
+            raise RuntimeError("This ThreadedRequest is not initialized!")
+        gate = WRITE_GATE.get()
+        call = partial(
+            self._inner.do_request,
+            url,
+            method,
+            request_data,
+            read_timeout,
+            write_timeout,
+            connect_timeout,
+            pool_timeout,
+        )
+        if gate is None:
+            return await self._there(call())
+
+        async def gated() -> tuple[int, bytes]:
+            async with gate():
+                return await call()
+
+        return await self._there(gated())
