@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
-from flows.copy import text
+from flows.copy import plural, text
 from flows.engine import Button, Event, EventKind, OpenEscalation, Outcome, Reply, State
 from flows.resources import people_to_reach
 
@@ -122,7 +122,7 @@ def handle(state: State, event: Event) -> Outcome | None:
 def queued(state: State, ticket: int, minutes: int) -> Outcome:
     """Volunteers are on shift: an honest estimate of the wait, and a way to cancel."""
     cancel = ((Button(_say(state, "peer.button_cancel"), desk_payload("cancel", ticket)),),)
-    reply = Reply(_say(state, "peer.queued", minutes=str(minutes)), cancel)
+    reply = Reply(plural(state.person.language, "peer.queued", minutes, minutes=minutes), cancel)
     return Outcome((reply,), state)
 
 
@@ -161,7 +161,7 @@ def desk_open(state: State) -> Outcome:
 
 def still_waiting(state: State, minutes: int) -> Outcome:
     """Nobody claimed the request yet: the expected wait, and crisis numbers meanwhile."""
-    body = _say(state, "peer.still_waiting", minutes=str(minutes))
+    body = plural(state.person.language, "peer.still_waiting", minutes, minutes=minutes)
     return Outcome((Reply(body + "\n\n" + people_to_reach(state.person)),), state)
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from statistics import fmean
 
-from flows.copy import text
+from flows.copy import plural, text
 from flows.engine import Event, Outcome, Reply, ShowProgress, State
 
 NAME = "progress"
@@ -78,7 +78,10 @@ def summarize(
     days = _days_line(lang, today, recovery_start)
     if not window:
         return "\n\n".join([text(lang, "progress.empty"), *([days] if days else [])])
-    lines = [text(lang, "progress.title"), _plural(lang, "progress.checkins", len(window))]
+    lines = [
+        text(lang, "progress.title"),
+        plural(lang, "progress.checkins", len(window), count=len(window)),
+    ]
     trend = craving_trend(window, today)
     cravings = [p.craving_level for p in window if p.craving_level is not None]
     if trend is not None:
@@ -93,7 +96,7 @@ def summarize(
         lines.append(text(lang, "progress.mood", average=_num(fmean(moods))))
     passed = sum(1 for p in window if p.outcome == "passed")
     if passed:  # wins only: urges that were not ridden out are not counted against anyone
-        lines.append(_plural(lang, "progress.passed", passed))
+        lines.append(plural(lang, "progress.passed", passed, count=passed))
     if days:
         lines.append(days)
     closing = text(lang, f"progress.close.{trend[0] if trend else 'default'}")
@@ -107,12 +110,7 @@ def _days_line(lang: str, today: date, recovery_start: date | None) -> str | Non
     count = (today - recovery_start).days
     if count == 0:
         return text(lang, "progress.days.zero")
-    return _plural(lang, "progress.days", count)
-
-
-def _plural(lang: str, key: str, count: int) -> str:
-    """key.one or key.other, filled with the count."""
-    return text(lang, f"{key}.{'one' if count == 1 else 'other'}", count=count)
+    return plural(lang, "progress.days", count, count=count)
 
 
 def _num(value: float) -> str:

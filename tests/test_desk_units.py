@@ -187,7 +187,7 @@ def test_trend_in_words() -> None:
     words = trend_words(easing)
     assert "cravings easing" in words and "mood improving" in words
     lapse = [checkin(1, kind="lapse", used=True)]
-    assert "1 lapse(s) reported" in trend_words(lapse)
+    assert "1 lapse reported" in trend_words(lapse)
 
 
 def test_risk_flags() -> None:

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.db.models import CheckIn, Escalation, User
 from bot.desk.names import friendly_name
 from bot.desk.store import aware
-from flows.copy import text
+from flows.copy import plural, text
 
 TREND_DAYS = 14
 LAPSE_DAYS = 7
@@ -47,6 +47,11 @@ class Card:
 def desk_text(key: str, **params: object) -> str:
     """Volunteer-facing words (the desk works in the deployment's default language)."""
     return text("en", key, **params)
+
+
+def desk_plural(key: str, n: int, **params: object) -> str:
+    """Volunteer-facing words that count something, in the form that fits n."""
+    return plural("en", key, n, **params)
 
 
 def reason_label(reason: str) -> str:
@@ -101,8 +106,8 @@ def trend_words(rows: list[CheckIn]) -> str:
         parts.append(desk_text(f"desk.trend.mood_{mood}"))
     lapses = sum(1 for r in rows if r.used or r.kind == "lapse")
     if lapses:
-        parts.append(desk_text("desk.trend.lapses", count=lapses))
-    parts.append(desk_text("desk.trend.count", count=len(rows), days=TREND_DAYS))
+        parts.append(desk_plural("desk.trend.lapses", lapses, count=lapses))
+    parts.append(desk_plural("desk.trend.count", len(rows), count=len(rows), days=TREND_DAYS))
     return "; ".join(parts)
 
 
@@ -123,7 +128,7 @@ def risk_flags(reason: str, rows: list[CheckIn], requests: int, now: datetime) -
     ):
         flags.append(desk_text("desk.flag.strong_craving"))
     if requests >= 2:
-        flags.append(desk_text("desk.flag.repeat", count=requests, days=REPEAT_DAYS))
+        flags.append(desk_plural("desk.flag.repeat", requests, count=requests, days=REPEAT_DAYS))
     return tuple(flags)
 
 

@@ -55,7 +55,15 @@ from bot.desk.config import DeskSettings
 from bot.desk.masking import Masked, hidden_contact, mask_contacts
 from bot.desk.models import DeskTicket, DeskTranscriptLine
 from bot.desk.names import friendly_name
-from bot.desk.summary import build_card, card_text, desk_text, escape, reason_label, topic_title
+from bot.desk.summary import (
+    build_card,
+    card_text,
+    desk_plural,
+    desk_text,
+    escape,
+    reason_label,
+    topic_title,
+)
 from bot.identity import Identity
 from bot.inbound import Inbound
 from bot.rendering import split_for_telegram
@@ -464,8 +472,9 @@ class Desk:
                 )
                 topic_id, user_id = escalation.topic_id, escalation.user_id
                 asked = escalation.reason in ASKED_REASONS
-                ping = desk_text(
+                ping = desk_plural(
                     "desk.reping",
+                    minutes,
                     ticket=escalation_id,
                     priority=escalation.priority,
                     reason=reason_label(escalation.reason),
@@ -1106,8 +1115,9 @@ class Desk:
         for escalation in queue:
             waited = int((now - store.aware(escalation.created_at)).total_seconds() // 60)
             lines.append(
-                desk_text(
+                desk_plural(
                     "desk.queue_line",
+                    waited,
                     ticket=escalation.id,
                     priority=escalation.priority,
                     reason=reason_label(escalation.reason),
@@ -1123,7 +1133,7 @@ class Desk:
         async with self._sessions() as session:
             figures = await store.claim_stats(session, utcnow() - timedelta(days=days))
         shown = {key: "-" if value is None else value for key, value in figures.items()}
-        return desk_text("desk.stats", days=days, **shown)
+        return desk_plural("desk.stats", days, days=days, **shown)
 
     async def _suspend(self, coordinator: Volunteer, args: str, *, suspend: bool) -> str:
         """Suspend (or reinstate) a volunteer by desk name; their open conversations go back."""
