@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import io
 import json
 import logging
 import os
 import secrets
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO, cast
 
 from bot.config import Settings
 
@@ -33,10 +34,27 @@ async def _chat(args: argparse.Namespace) -> int:
     from bot.wiring import build_runtime
 
     runtime = await build_runtime(_settings(), language=args.lang or "en")
+    stdin = cast(TextIO, _EchoingInput(sys.stdin, sys.stdout)) if args.echo else None
     try:
-        return await run_console(runtime.service, user=args.user, language=args.lang)
+        return await run_console(runtime.service, user=args.user, language=args.lang, stdin=stdin)
     finally:
         await runtime.aclose()
+
+
+class _EchoingInput(io.TextIOBase):
+    """Standard input that also prints each line read ("> line"): a scripted chat's transcript."""
+
+    def __init__(self, source: TextIO, echo: TextIO) -> None:
+        self._source, self._echo = source, echo
+
+    def isatty(self) -> bool:
+        return False
+
+    def readline(self, size: int | None = -1) -> str:  # type: ignore[override]
+        line = self._source.readline()
+        if line.strip():
+            self._echo.write(f"> {line.rstrip()}\n\n")
+        return line
 
 
 async def _run(args: argparse.Namespace) -> int:
@@ -323,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     chat = sub.add_parser("chat", help="talk to Kindred in the console")
     chat.add_argument("--user", default="console", help="who you are (a local name, hashed)")
     chat.add_argument("--lang", default=None, help="language code, e.g. en")
+    chat.add_argument("--echo", action="store_true", help="print each line read (transcripts)")
     chat.set_defaults(func=_chat)
 
     run = sub.add_parser("run", help="run the Telegram bot")

@@ -9,7 +9,7 @@ import re
 from enum import StrEnum
 
 from flows import peer
-from flows.copy import text
+from flows.copy import plural, text
 from flows.engine import (
     Button,
     Event,
@@ -40,12 +40,16 @@ HALT = ("hungry", "angry", "lonely", "tired")
 TRIGGERS = (*HALT, "people", "places", "emotions", "stress")
 CHECK_BACK_MINUTES = (15, 30, 60)
 COPING_ORDER = ("surf", "delay", "reach_out")
+# Number words in each language's catalogue ("an eight", "un ocho", "на восемь").
 NUMBER_WORDS = {
     word: value
-    for value, word in enumerate(
-        ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+    for words in (
+        ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"),
+        ("cero", "uno", "dos", "tres", "cuatro", "cinco", "seis", "siete", "ocho", "nueve", "diez"),
+        ("ноль", "один", "два", "три", "четыре", "пять", "шесть", "семь", "восемь", "девять"),
     )
-}
+    for value, word in enumerate(words)
+} | {"десять": 10}
 # Words people use for each trigger, so typing works as well as tapping.
 TRIGGER_WORDS = {
     "hungry": r"hungry|starving|haven'?t eaten|no food",
@@ -56,6 +60,30 @@ TRIGGER_WORDS = {
     "places": r"bar|pub|club|place|street|neighbou?rhood|liquor store|home alone",
     "emotions": r"sad|anxious|anxiety|depressed|bored|scared|guilty|ashamed|upset|feel",
     "stress": r"stress|work|money|bills|boss|exam|pressure",
+}
+# The same in Spanish and Russian: word beginnings, so "enfadad", "одинок" cover their forms.
+TRIGGER_WORDS_ES = {
+    "hungry": r"hambre|hambrient|no he comido|sin comer",
+    "angry": r"enfad|enojad|cabread|rabia|furios|bronca|me pele|pelea|discut",
+    "lonely": r"sola\b|solo en casa|estoy solo|me siento solo|soledad|nadie|aislad",
+    "tired": r"cansad|agotad|reventad|sin dormir|no he dormido|no duermo|no puedo dormir",
+    "people": r"amig|gente|familia|mi ex\b|pareja|novi[oa]|fiesta|colegas|parce|compas|mi madre|"
+    r"mi padre|mi mam|mi pap",
+    "places": r"bar\b|bares|antro|discoteca|boliche|la calle|el barrio|en casa sol",
+    "emotions": r"triste|ansios|ansiedad|deprimid|aburrid|miedo|culpa|verg[uü]enza|agobiad|"
+    r"baj[oó]n",
+    "stress": r"estr[eé]s|trabajo|curro|chamba|dinero|plata|deudas|jefe|examen|presi[oó]n",
+}
+TRIGGER_WORDS_RU = {
+    "hungry": r"голод|не ел|не ела|жрать хочу",
+    "angry": r"злюсь|злой|злая|зла\b|бесит|бешен|ярост|раздраж|поругал|поссорил|ссор",
+    "lonely": r"одинок|один дома|одна дома|одна\b|никого|не с кем|никому",
+    "tired": r"устал|вымотал|не спал|не сплю|не выспал|бессонниц|сил нет",
+    "people": r"друз|друг\b|подруг|компани|семь[яеию]|родител|мам|отец|отцом|жен[аоу]|муж\b|"
+    r"мужем|бывш|девушк|парн|тусовк|вечеринк",
+    "places": r"бар\b|клуб|улиц|район|магазин|кабак",
+    "emotions": r"грус|тоск|тревог|депресс|скучн|скука|страш|страх|стыд|виноват|паник",
+    "stress": r"стресс|работ|деньг|долг|кредит|начальник|шеф|экзамен|сесси|давлен",
 }
 
 
@@ -123,7 +151,13 @@ def level_from_text(message: str, entity: str | None = None) -> int | None:
 def triggers_from_text(message: str) -> list[str]:
     """Triggers named in free text ("lonely and tired after work")."""
     lowered = message.lower()
-    return [t for t, pattern in TRIGGER_WORDS.items() if re.search(rf"\b(?:{pattern})", lowered)]
+    # Every language's words: people mix languages, and none of these collide.
+    tables = (TRIGGER_WORDS, TRIGGER_WORDS_ES, TRIGGER_WORDS_RU)
+    return [
+        t
+        for t in TRIGGER_WORDS
+        if any(re.search(rf"\b(?:{table[t]})", lowered) for table in tables)
+    ]
 
 
 def start(state: State, event: Event) -> Outcome:
@@ -286,7 +320,7 @@ def _on_coping(state: State, payload: str | None) -> Outcome | None:
         if minutes not in {str(m) for m in CHECK_BACK_MINUTES}:
             return None
         later = ScheduleFollowUp(FOLLOWUP_KIND, int(minutes))
-        reply = Reply(text(lang, "craving.scheduled", minutes=minutes))
+        reply = Reply(plural(lang, "craving.scheduled", int(minutes), minutes=minutes))
         return Outcome((reply,), state.idle(), (later,))
     if payload == "crv:ok":
         return Outcome((Reply(text(lang, "craving.ok")),), state.idle())

@@ -60,7 +60,7 @@ def _also_overdose(event: Event) -> bool:
 
 def _buttons(state: State) -> tuple[tuple[Button, ...], ...]:
     safe = ((Button(text(state.person.language, "crisis.button_safe"), SAFE_PAYLOAD),),)
-    return safe if state.person.country else country_buttons() + safe
+    return safe if state.person.country else country_buttons(state.person.language) + safe
 
 
 def start(state: State, event: Event) -> Outcome:
@@ -117,8 +117,28 @@ def _on_checkback(state: State, event: Event) -> Outcome | None:
     return None
 
 
+# What a person in crisis may answer that asks for nothing else: "no, I don't want to call",
+# "ok", "I'm scared", "bye". Each gets the bot staying with them, never a small-talk reply.
+STAY_INTENTS = frozenset(
+    {"deny", "affirm", "mood_negative", "out_of_scope", "goodbye", "thanks", "greet"}
+)
+
+
+def _stay_with_you(state: State) -> Outcome:
+    """No pressure to call, the bot stays, a human is on the way, the number once more."""
+    lang = state.person.language
+    if state.data.get("stayed"):
+        return Outcome((Reply(text(lang, "crisis.still_here")),), state)
+    parts = [text(lang, "crisis.stay_with_you")]
+    if state.desk:
+        parts.append(text(lang, "crisis.stay_volunteer"))
+    parts += [text(lang, "crisis.stay_text"), _emergency_line(state)]
+    stayed = state.at(NAME, Step.SUPPORT, **{**state.data, "stayed": True})
+    return Outcome((Reply("\n\n".join(parts)),), stayed)
+
+
 def handle(state: State, event: Event) -> Outcome | None:
-    """Country picked or 'I'm safe'; anything else goes back to the router."""
+    """Country picked, 'I'm safe', or the person still with us; a request goes to the router."""
     lang = state.person.language
     if state.step == Step.CHECKBACK:
         return _on_checkback(state, event)
@@ -128,6 +148,8 @@ def handle(state: State, event: Event) -> Outcome | None:
     if country is None and event.kind is EventKind.TEXT:
         country = directory().resolve_country(event.text.strip())
     if country is None:
+        if event.kind is EventKind.TEXT and (event.intent or "out_of_scope") in STAY_INTENTS:
+            return _stay_with_you(state)
         return None
     located = state.with_person(country=country)
     body = "\n\n".join(

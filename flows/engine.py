@@ -164,6 +164,13 @@ class SetTimezone:
 
 
 @dataclass(frozen=True)
+class SetLanguage:
+    """Write to the person in this language (a copy catalogue's code) from now on."""
+
+    language: str
+
+
+@dataclass(frozen=True)
 class RecordCheckIn:
     """Store a check-in; the bot stores it only if the person consented."""
 
@@ -217,6 +224,7 @@ Effect = (
     | PauseFollowUps
     | ResumeFollowUps
     | SetTimezone
+    | SetLanguage
     | RecordCheckIn
     | RecordOutcome
     | ShowProgress

@@ -36,7 +36,7 @@ def start(state: State, intent: str) -> Outcome:
     ack = text(lang, f"ack.{intent}")
     if state.person.country is None:
         body = ack + "\n\n" + text(lang, "resources.ask_country")
-        ask = Reply(body, country_buttons())
+        ask = Reply(body, country_buttons(lang))
         return Outcome((ask,), state.at(NAME, Step.COUNTRY, intent=intent))
     body = ack + "\n\n" + people_to_reach(state.person, RESOURCE_KINDS[intent])
     return Outcome((Reply(body),), state.idle())

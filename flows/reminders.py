@@ -17,7 +17,7 @@ from enum import StrEnum
 from zoneinfo import ZoneInfo
 
 from flows import checkin, craving
-from flows.copy import text
+from flows.copy import plural, text
 from flows.engine import (
     Button,
     CancelFollowUps,
@@ -165,7 +165,7 @@ def describe_moment(lang: str, at: datetime, now: datetime, zone: ZoneInfo) -> s
     """ "in 30 minutes", "today at 20:00", "tomorrow at 09:00", "on Friday 4 December at 18:00"."""
     minutes = _delay_minutes(at, now)
     if minutes < 60:
-        return text(lang, "reminders.when.minutes", minutes=minutes)
+        return plural(lang, "reminders.when.minutes", minutes, minutes=minutes)
     local, today = at.astimezone(zone), now.astimezone(zone).date()
     clock = f"{local:%H:%M}"
     if local.date() == today:
@@ -211,8 +211,10 @@ def start_stop(state: State, event: Event) -> Outcome:
 
 def _pause(state: State, days: int) -> Outcome:
     lang = state.person.language
-    key = "reminders.paused_day" if days == 1 else "reminders.paused_days"
-    reply = Reply(text(lang, key, days=days))
+    if days == 1:
+        reply = Reply(text(lang, "reminders.paused_day"))
+    else:
+        reply = Reply(plural(lang, "reminders.paused_days", days, days=days))
     return Outcome((reply,), state.idle(), (PauseFollowUps(days),))
 
 
@@ -272,7 +274,8 @@ def handle(state: State, event: Event) -> Outcome | None:
         if event.intent == "stop_reminders":
             return None
         zone = ZoneInfo(zone_for(state.person.timezone, state.person.country))
-        if event.now is not None and parse_when(event.text, event.now, zone) is not None:
+        lang = state.person.language
+        if event.now is not None and parse_when(event.text, event.now, zone, lang) is not None:
             return _schedule_from_text(state, event.text, event.now)
         return None
     return None
@@ -327,11 +330,11 @@ def on_milestone(state: State, event: Event) -> Outcome:
     if years == 1:
         body = text(lang, "followups.milestone_year")
     elif years > 1:
-        body = text(lang, "followups.milestone_years", years=years)
+        body = plural(lang, "followups.milestone_years", years, years=years)
     elif days == 1:
         body = text(lang, "followups.milestone_first_day")
     else:
-        body = text(lang, "followups.milestone_days", days=days)
+        body = plural(lang, "followups.milestone_days", days, days=days)
     return Outcome((Reply(body),), state)
 
 

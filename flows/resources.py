@@ -46,9 +46,21 @@ def people_to_reach(person: Person, kinds: Iterable[str] | None = None) -> str:
     return "\n".join(lines)
 
 
-def country_buttons(per_row: int = 3) -> tuple[tuple[Button, ...], ...]:
-    """One button per country the directory covers; payloads stay under 64 bytes."""
-    buttons = [Button(name, f"{COUNTRY_PAYLOAD}{name}"[:64]) for name in directory().countries()]
+def country_name(lang: str, name: str) -> str:
+    """A directory country's name in the person's language (its own name if none is written)."""
+    try:
+        return text(lang, f"country.{name}")
+    except KeyError:
+        return name
+
+
+def country_buttons(lang: str = "en", per_row: int = 3) -> tuple[tuple[Button, ...], ...]:
+    """One button per country the directory covers, named in the person's language; payloads
+    carry the directory's name and stay under 64 bytes."""
+    buttons = [
+        Button(country_name(lang, name), f"{COUNTRY_PAYLOAD}{name}"[:64])
+        for name in directory().countries()
+    ]
     return tuple(tuple(buttons[i : i + per_row]) for i in range(0, len(buttons), per_row))
 
 

@@ -10,6 +10,7 @@ from flows import (
     coping,
     craving,
     crisis,
+    language,
     lapse,
     onboarding,
     peer,
@@ -34,6 +35,7 @@ FLOWS: dict[str, FlowHandler] = {
     privacy.NAME: privacy.handle,
     peer.NAME: peer.handle,
     reminders.NAME: reminders.handle,
+    language.NAME: language.handle,
 }
 # Intents that start a conversation of their own.
 INTENT_FLOWS: dict[str, Callable[[State, Event], Outcome]] = {
@@ -68,6 +70,7 @@ COMMANDS: dict[str, Callable[[State, Event], Outcome]] = {
     "coping": lambda state, event: coping.start(state.idle(), event),
     "progress": lambda state, event: progress.start(state, event),
     "help": lambda state, _event: _say(state, "help.text"),
+    "language": lambda state, event: language.start(state.idle(), event),
 }
 
 
@@ -123,6 +126,10 @@ def _command(state: State, event: Event) -> Outcome:
 
 def _button(state: State, event: Event) -> Outcome:
     """A button no flow claimed: a stale or forged press. Say so kindly; change nothing."""
+    # A language button still works after the conversation moved on.
+    chosen = language.on_button(state.idle(), event.payload or "")
+    if chosen is not None:
+        return chosen
     return _say(state, "fallback.button_expired", "fallback.menu_hint")
 
 

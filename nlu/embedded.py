@@ -168,44 +168,58 @@ def _words(text: str) -> frozenset[str]:
     return frozenset(text.split())
 
 
-# Street names that are also everyday words ("ice cream", "speed limit", "that's dope") count
-# as substances only near a drug-use cue. English only: other languages list their own.
-_USE_CUES = _words(
-    """some on of any more smoke smoked smoking smokin snort snorted snorting sniff shoot shooting
-    shot inject injected injecting bang banging did do doing done use used using take took taking
-    score scored scoring buy bought buying get got getting cop copped copping pick picked hit
-    hits bump line lines bag bags baggie gram grams g pipe crave craving cravings want wanted
-    wanna need needed high off quit quitting from withdrawal withdrawals detox detoxing mixing
-    mixed mix no mg tested test testing dealer plug relapse relapsed tolerance od overdose
-    overdosed sober clean pop popped popping dose dosing after about"""
-)
-_AFTER_CUES = _words(
-    "pipe high comedown withdrawal withdrawals binge bender habit addiction dealer plug overdose od"
-)
-_LIST_CUES = _words("and or with plus n")
 _COUNTRY_CUES = _words("in the from to across within outside")
-# Words that, right after a term, show it is not the substance ("ice cream", "drink water").
-_NOT_BEFORE_EN: dict[str, frozenset[str]] = {
-    "blow": _words("out up off away it me"),
-    "rock": _words("bottom music band climbing n"),
-    "ice": _words("cream pack packs cold water tea cube cubes bath skating hockey age"),
-    "crystal": _words("clear ball"),
-    "glass": _words("of half"),
-    "speed": _words("up limit dating camera bump"),
-    "crank": _words("up"),
-    "pot": _words("of roast pie noodle noodles belly"),
-    "joint": _words("pain pains account"),
-    "lean": _words("on back in"),
-    "dip": _words("out"),
-    "drink": _words("water tea coffee milk juice soda pop smoothie"),
-    "drinks": _words("water tea coffee milk juice soda"),
-    "drinking": _words("water tea coffee milk juice soda"),
-}
-# Street names that are everyday words too: they need a use cue before them (or just after).
-_NEEDS_CUE_EN = _words(
-    """h dope blow snow rock rocks ice crystal glass tina speed crank molly charlie yay pot grass
-    herb joint dab dabs cart carts blues bars footballs tar lean dip smokes shots nic"""
-)
+CUES_FILE = "cues.yml"
+
+
+@dataclass(frozen=True)
+class Cues:
+    """A language's street names that are everyday words too ("ice cream", "speed limit",
+    "montar a caballo", "соль и перец"): they count as substances only near a drug-use cue.
+    Read from cues.yml in the language's project (nlu/cues.yml, nlu/languages/<code>/cues.yml).
+    """
+
+    needs_cue: frozenset[str] = frozenset()
+    use_cues: frozenset[str] = frozenset()
+    after_cues: frozenset[str] = frozenset()
+    list_cues: frozenset[str] = frozenset()
+    not_before: Mapping[str, frozenset[str]] = field(default_factory=dict)
+
+
+def cues_path(language: str) -> Path | None:
+    """The language's cues file, if its project has one."""
+    try:
+        path = project_dir_for(language) / CUES_FILE
+    except LookupError:
+        return None
+    return path if path.is_file() else None
+
+
+def load_cues(language: str) -> Cues:
+    """The language's cue lists (none: every lookup word counts wherever it stands)."""
+    import yaml
+
+    path = cues_path(language)
+    if path is None:
+        return Cues()
+    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+
+    def words(key: str) -> frozenset[str]:
+        return _words(str(raw.get(key) or "").lower())
+
+    not_before = {
+        str(term).lower(): _words(str(after or "").lower())
+        for term, after in (raw.get("not_before") or {}).items()
+    }
+    return Cues(
+        words("needs_cue"), words("use_cues"), words("after_cues"), words("list_cues"), not_before
+    )
+
+
+def cues_digest(language: str) -> str:
+    """What the cached model depends on from the cues file (entity markers are features)."""
+    path = cues_path(language)
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path is not None else ""
 
 
 @dataclass(frozen=True)
@@ -226,15 +240,13 @@ class EntityExtractor:
         regexes: Mapping[str, Sequence[re.Pattern[str]]],
         gazetteer: Mapping[tuple[str, ...], tuple[str, str]],
         synonyms: Mapping[str, str],
-        not_before: Mapping[str, frozenset[str]] | None = None,
-        needs_cue: frozenset[str] = frozenset(),
+        cues: Cues | None = None,
     ) -> None:
         """Build from compiled regexes and a token-tuple -> (entity, value) gazetteer."""
         self.regexes = {name: tuple(patterns) for name, patterns in regexes.items()}
         self.gazetteer = dict(gazetteer)
         self.synonyms = dict(synonyms)
-        self.not_before = dict(not_before or {})
-        self.needs_cue = needs_cue
+        self.cues = cues or Cues()
         self.max_terms = max((len(key) for key in self.gazetteer), default=0)
 
     @classmethod
@@ -268,9 +280,7 @@ class EntityExtractor:
             for entity, values in canonical.items():
                 if value in values:
                     add(entity, variant, value)
-        if language == "en":
-            return cls(regexes, gazetteer, data.synonyms, _NOT_BEFORE_EN, _NEEDS_CUE_EN)
-        return cls(regexes, gazetteer, data.synonyms)
+        return cls(regexes, gazetteer, data.synonyms, load_cues(language))
 
     def extract(self, text: str) -> tuple[Entity, ...]:
         """All entities in `text`, with offsets into `text` itself."""
@@ -356,14 +366,15 @@ class EntityExtractor:
             typed = text[origin[start] : origin[end - 1] + 1]
             shouting = text.upper() == text
             return previous in _COUNTRY_CUES or (typed == "US" and not shouting)
-        if after in self.not_before.get(word, ()):
+        cues = self.cues
+        if after in cues.not_before.get(word, ()):
             return False
-        if word not in self.needs_cue:
+        if word not in cues.needs_cue:
             return True
-        if previous in _LIST_CUES:
+        if previous in cues.list_cues:
             # "coke and molly": a list continues only right after another substance.
             return bool(found) and found[-1].entity == hit[0] and found[-1].end < tokens[i][1]
-        return bool(_USE_CUES & set(before)) or after in _AFTER_CUES
+        return bool(cues.use_cues & set(before)) or after in cues.after_cues
 
 
 def craving_level_value(matched: str) -> str | None:
@@ -643,6 +654,7 @@ def cache_key(data_hash: str, language: str) -> str:
             "sklearn": sklearn.__version__,
             "model_version": MODEL_VERSION,
             "language": language,
+            "cues": cues_digest(language),
             "grid": [list(g) for g in DEFAULT_GRID],
             "char_ngrams": list(CHAR_NGRAMS),
             "word_block_weight": WORD_BLOCK_WEIGHT,

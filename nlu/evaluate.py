@@ -161,13 +161,26 @@ def evaluate_file(parse: Parse, path: Path | str) -> dict[str, Any]:
     return report
 
 
+def project_language(project_dir: Path | str) -> str:
+    """The language of a project directory: nlu/languages/<code>/ is <code>, nlu/ English."""
+    path = Path(project_dir).resolve()
+    return path.name if path.parent.name == "languages" else "en"
+
+
 def cross_validate(
-    project_dir: Path | str, folds: int = 5, seed: int = DEFAULT_SEED
+    project_dir: Path | str,
+    folds: int = 5,
+    seed: int = DEFAULT_SEED,
+    language: str | None = None,
 ) -> dict[str, Any]:
-    """Stratified k-fold CV of the embedded model: train on k-1 folds, evaluate the held-out one."""
+    """Stratified k-fold CV of the embedded model: train on k-1 folds, evaluate the held-out one.
+
+    The model is trained as the bot trains it for the project's language (its entity cues).
+    """
     # Imported here so `evaluate` works for any parser without loading scikit-learn models.
     from nlu.embedded import EmbeddedInterpreter
 
+    language = language or project_language(project_dir)
     started = time.perf_counter()
     data = load_project(Path(project_dir))
     labels = np.array(data.labels)
@@ -179,7 +192,9 @@ def cross_validate(
     pooled_pred: list[str] = []
     threshold = None
     for fold, (train_idx, test_idx) in enumerate(splitter.split(np.zeros(len(labels)), labels)):
-        interpreter = EmbeddedInterpreter.from_training_data(data.subset(train_idx), seed=seed)
+        interpreter = EmbeddedInterpreter.from_training_data(
+            data.subset(train_idx), seed=seed, language=language
+        )
         threshold = interpreter.threshold
         held_out = [data.examples[i] for i in test_idx]
         results = [interpreter.parse_sync(ex.text) for ex in held_out]
@@ -206,6 +221,7 @@ def cross_validate(
     f1s = [f["macro_f1"] for f in per_fold]
     overall = classification_report(pooled_gold, pooled_pred)
     return {
+        "language": language,
         "folds": folds,
         "seed": seed,
         "examples": len(labels),
@@ -253,12 +269,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     cv.add_argument("project", nargs="?", default=str(Path(__file__).resolve().parent))
     cv.add_argument("--folds", type=int, default=5)
     cv.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    cv.add_argument("--lang", default=None, help="default: from the project directory")
     test = sub.add_parser("file", help="evaluate the embedded model on a Rasa NLU YAML file")
     test.add_argument("path")
     test.add_argument("--lang", default="en")
     args = parser.parse_args(argv)
     if args.command == "cv":
-        result = cross_validate(args.project, folds=args.folds, seed=args.seed)
+        result = cross_validate(args.project, folds=args.folds, seed=args.seed, language=args.lang)
     else:
         from nlu.embedded import EmbeddedInterpreter
 

@@ -64,3 +64,23 @@ async def test_a_crisis_check_back_asks_gently_and_offers_help_again(
     assert "emergency number" in answer and "findahelpline.com" in answer
     await chat.followup(me, "crisis_checkback")
     assert "really glad" in await chat.press("I'm okay")
+
+
+async def test_not_wanting_to_call_is_met_with_staying_not_small_talk(
+    service: KindredService,
+) -> None:
+    chat = Conversation(service)
+    await chat.say("/start")
+    await chat.press("Yes")
+    await chat.say("nobody would miss me. tonight im taking all the pills i have")
+    answer = await chat.say("no i dont want to call anyone")
+    assert "no problem" not in answer.lower()
+    assert "don't have to call anyone" in answer
+    assert "emergency number" in answer  # the way out stays in sight
+    answer = await chat.say("ok")
+    assert "I'm here" in answer and "/help" not in answer
+    answer = await chat.say("bye")
+    assert "I'm here" in answer and "take care" not in answer.lower()
+    # A request still gets what it asks for: the person is not trapped in the crisis step.
+    answer = await chat.say("can i talk to a real person")
+    assert "I'm here. Take your time" not in answer
