@@ -927,6 +927,10 @@ async def _runner(args: argparse.Namespace) -> None:
     await application.initialize()
     if application.post_init is not None:
         await application.post_init(application)
+    if args.mode == "pipeline":
+        from bot.telegram.app import freeze_startup_objects
+
+        freeze_startup_objects()  # as run_polling does
     await application.start()
     updater = application.updater
     assert updater is not None

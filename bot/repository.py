@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Select, Table, Update, bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from bot.db.models import CheckIn, ConversationState, Escalation, FollowUp, ProcessedUpdate, User
 from bot.followup_rules import pause_until
@@ -32,6 +34,7 @@ from flows.engine import (
     ScheduleFollowUp,
     SetConsent,
     SetCountry,
+    SetLanguage,
     SetTimezone,
     ShowProgress,
     State,
@@ -39,6 +42,9 @@ from flows.engine import (
 
 Encrypt = Callable[[str], str]
 OFFERED_KEY = "_offered_buttons"
+USERS = cast(Table, User.__table__)
+STATES = cast(Table, ConversationState.__table__)
+PROCESSED = cast(Table, ProcessedUpdate.__table__)
 
 
 LAST_SEEN_RESOLUTION = timedelta(minutes=10)
@@ -83,17 +89,7 @@ async def get_or_create_user(
         # The identity map holds objects weakly: keep the state row alive for this transaction.
         session.info["conversation_state"] = found[1]
     if user is not None:
-        now = utcnow()
-        seen = user.last_seen_at
-        if seen is not None and seen.tzinfo is None:
-            seen = seen.replace(tzinfo=UTC)  # SQLite hands back naive UTC
-        # Re-engagement and retention count days: a write per message is not needed.
-        if seen is None or now - seen > LAST_SEEN_RESOLUTION:
-            user.last_seen_at = now
-        if chat_ref is not None and user.chat_ref is None:
-            user.chat_ref = chat_ref
-        if not user.active:
-            user.active = True  # they wrote to us again: they unblocked the bot
+        touch(user, chat_ref)
         return user
     try:
         async with session.begin_nested():
@@ -113,6 +109,21 @@ async def get_or_create_user(
         existing = await session.scalar(select(User).where(User.id == user_id).with_for_update())
         assert existing is not None
         return existing
+
+
+def touch(user: User | UserRow, chat_ref: str | None) -> None:
+    """They wrote to us: note when (coarsely), where to reply, and that they can be reached."""
+    now = utcnow()
+    seen = user.last_seen_at
+    if seen is not None and seen.tzinfo is None:
+        seen = seen.replace(tzinfo=UTC)  # SQLite hands back naive UTC
+    # Re-engagement and retention count days: a write per message is not needed.
+    if seen is None or now - seen > LAST_SEEN_RESOLUTION:
+        user.last_seen_at = now
+    if chat_ref is not None and user.chat_ref is None:
+        user.chat_ref = chat_ref
+    if not user.active:
+        user.active = True  # they wrote to us again: they unblocked the bot
 
 
 async def load_state(session: AsyncSession, user: User) -> State:
@@ -168,7 +179,9 @@ async def save_outcome(
         await apply_effect(session, user, effect, encrypt)
 
 
-async def apply_effect(session: AsyncSession, user: User, effect: Effect, encrypt: Encrypt) -> None:
+async def apply_effect(
+    session: AsyncSession, user: User | UserRow, effect: Effect, encrypt: Encrypt
+) -> None:
     """Carry out one effect for this person."""
     match effect:
         case SetConsent(consent=consent):
@@ -190,6 +203,8 @@ async def apply_effect(session: AsyncSession, user: User, effect: Effect, encryp
             user.paused_until = None
         case SetTimezone(zone=zone):
             user.timezone = zone
+        case SetLanguage(language=language):
+            user.language = language
         case RecordCheckIn():
             # Consent is enforced here, not only in the flows: no consent, no row.
             if user.consent_checkins:
@@ -198,7 +213,8 @@ async def apply_effect(session: AsyncSession, user: User, effect: Effect, encryp
             if user.consent_checkins:
                 await _record_outcome(session, user.id, kind, result)
         case JoinProgramme(code=code):
-            await join_programme(session, user, code)
+            # join_programme only sets `programme`, which a UserRow carries too.
+            await join_programme(session, cast(User, user), code)
         case ShowProgress() | ExportData() | EraseEverything():
             pass  # progress and export are read after the transaction; erasure is above
 
@@ -236,7 +252,9 @@ async def cancel_followups(session: AsyncSession, user_id: str, kinds: tuple[str
     await session.execute(query.values(status="cancelled"))
 
 
-async def _open_escalation(session: AsyncSession, user: User, reason: str, priority: int) -> None:
+async def _open_escalation(
+    session: AsyncSession, user: User | UserRow, reason: str, priority: int
+) -> None:
     """One open escalation per person: a more urgent reason raises its priority."""
     open_one = await session.scalar(
         select(Escalation).where(Escalation.user_id == user.id, Escalation.status == "open")
@@ -248,7 +266,11 @@ async def _open_escalation(session: AsyncSession, user: User, reason: str, prior
 
 
 async def _schedule_followup(
-    session: AsyncSession, user: User, kind: str, delay_minutes: int, payload: dict[str, object]
+    session: AsyncSession,
+    user: User | UserRow,
+    kind: str,
+    delay_minutes: int,
+    payload: dict[str, object],
 ) -> None:
     """Replace the person's pending follow-up of this kind, so repeats never pile up."""
     due = utcnow() + timedelta(minutes=delay_minutes)
@@ -271,3 +293,254 @@ async def _schedule_followup(
             payload=payload,
         )
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# The per-update path in SQL statements, without ORM objects: an update costs BEGIN, one
+# statement that claims the update id and locks and reads the person (two on SQLite), the
+# writes that changed something, and COMMIT. First contact, erasure and the rarer effects
+# (check-ins, follow-ups, escalations) go through the ORM functions above on the same
+# transaction.
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True, eq=False)
+class UserRow:
+    """A person's `users` row as read for one update; what changed is written in one UPDATE."""
+
+    id: str
+    channel: str
+    chat_ref: str | None
+    language: str
+    country: str | None
+    timezone: str | None
+    consent_checkins: bool | None
+    consent_at: datetime | None
+    onboarded: bool
+    active: bool
+    paused_until: datetime | None
+    programme: str | None
+    recovery_goal: str | None
+    recovery_start: date | None
+    created_at: datetime
+    last_seen_at: datetime
+    _read: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> UserRow:
+        """The row's `users` columns (other columns of the row are ignored)."""
+        values = {name: row[name] for name in USER_COLUMNS}
+        return cls(**values, _read=values)
+
+    def changes(self) -> dict[str, Any]:
+        """Columns set to a new value since the row was read."""
+        return {
+            name: getattr(self, name)
+            for name, before in self._read.items()
+            if getattr(self, name) != before
+        }
+
+
+USER_COLUMNS = tuple(f.name for f in fields(UserRow) if not f.name.startswith("_"))
+
+
+@dataclass(slots=True)
+class StoredState:
+    """The person's `conversation_states` row as read for one update."""
+
+    flow: str | None
+    step: str | None
+    data: dict[str, Any]
+
+    def as_state(self, user: UserRow) -> State:
+        """The flows' view: the person's settings and their conversation step."""
+        person = Person(
+            language=user.language,
+            country=user.country,
+            consent_checkins=user.consent_checkins,
+            onboarded=user.onboarded,
+            timezone=user.timezone,
+        )
+        data = {k: v for k, v in self.data.items() if k != OFFERED_KEY}
+        return State(person=person, flow=self.flow, step=self.step, data=data)
+
+    def offered(self) -> dict[str, str]:
+        """Labels (casefolded) -> payloads of the buttons on the person's screen now."""
+        offered = self.data.get(OFFERED_KEY)
+        return dict(offered) if isinstance(offered, dict) else {}
+
+
+@dataclass(slots=True)
+class Locked:
+    """What the first statement of an update found: a redelivery, or the person, locked."""
+
+    claimed: bool
+    user: UserRow | None = None
+    state: StoredState | None = None
+
+
+# Statements are built once: executing the same object reuses its cache key and compiled form.
+_LOCK_STATEMENTS: dict[tuple[str, bool], Select[Any]] = {}
+_SQLITE_CLAIM = (
+    sqlite_insert(PROCESSED)
+    .values(bot_id=bindparam("bot_id"), update_id=bindparam("update_id"))
+    .on_conflict_do_nothing(index_elements=["bot_id", "update_id"])
+    .returning(PROCESSED.c.id)
+)
+_SAVE_STATE = (
+    update(STATES)
+    .where(STATES.c.user_id == bindparam("key"))
+    .values(
+        flow=bindparam("new_flow"),
+        step=bindparam("new_step"),
+        data=bindparam("new_data", type_=STATES.c.data.type),
+        updated_at=bindparam("now", type_=STATES.c.updated_at.type),
+    )
+)
+_SAVE_USER: dict[frozenset[str], Update] = {}
+
+
+def _save_user_statement(columns: frozenset[str]) -> Update:
+    """UPDATE users SET <these columns> WHERE id = :key, built once per set of columns."""
+    statement = _SAVE_USER.get(columns)
+    if statement is None:
+        statement = (
+            update(USERS)
+            .where(USERS.c.id == bindparam("key"))
+            .values({name: bindparam(f"new_{name}", type_=USERS.c[name].type) for name in columns})
+        )
+        _SAVE_USER[columns] = statement
+    return statement
+
+
+def _lock_statement(dialect: str, claim: bool) -> Select[Any]:
+    """SELECT the person's row and conversation state (locked); on PostgreSQL with the claim.
+
+    Both rows are locked, so that a transaction that waited for another one's lock reads the
+    state that one wrote (PostgreSQL re-reads locked rows, not the others, after the wait).
+    """
+    key = (dialect, claim)
+    statement = _LOCK_STATEMENTS.get(key)
+    if statement is not None:
+        return statement
+    columns: list[Any] = [USERS, STATES.c.flow, STATES.c.step, STATES.c.data]
+    if claim and dialect == "postgresql":
+        claimed = (
+            postgresql_insert(PROCESSED)
+            .values(bot_id=bindparam("bot_id"), update_id=bindparam("update_id"))
+            .on_conflict_do_nothing(index_elements=["bot_id", "update_id"])
+            .returning(PROCESSED.c.id)
+            .cte("claimed")
+        )
+        columns.insert(0, select(claimed.c.id).scalar_subquery().label("claim_id"))
+    statement = (
+        select(*columns)
+        .join_from(USERS, STATES, STATES.c.user_id == USERS.c.id)
+        .where(USERS.c.id == bindparam("user_id"))
+        .with_for_update(of=[USERS, STATES])
+    )
+    _LOCK_STATEMENTS[key] = statement
+    return statement
+
+
+async def claim_and_lock(
+    conn: AsyncConnection, bot_id: int, update_id: int | None, user_id: str
+) -> Locked | None:
+    """Claim the update id and lock the person; None when they have no rows yet.
+
+    None leaves the transaction to be rolled back (on PostgreSQL the claim is in it) and the
+    update to be handled by claim_update and get_or_create_user instead.
+    """
+    dialect = conn.dialect.name
+    claim = update_id is not None
+    params = {"user_id": user_id, "bot_id": bot_id, "update_id": update_id}
+    # SQLite: the claim's INSERT takes the database's write lock, so the read below is consistent.
+    if claim and dialect != "postgresql" and await conn.scalar(_SQLITE_CLAIM, params) is None:
+        return Locked(claimed=False)
+    row = (await conn.execute(_lock_statement(dialect, claim), params)).mappings().first()
+    if row is None:
+        return None
+    if claim and dialect == "postgresql" and row["claim_id"] is None:
+        return Locked(claimed=False)
+    state = StoredState(row["flow"], row["step"], dict(row["data"] or {}))
+    return Locked(claimed=True, user=UserRow.from_row(row), state=state)
+
+
+_NO_SESSION = cast(AsyncSession, None)
+
+
+async def create_person(
+    conn: AsyncConnection, user_id: str, channel: str, language: str, chat_ref: str | None
+) -> None:
+    """First contact: the person's row and an empty conversation state (kept if they exist)."""
+    insert = postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    await conn.execute(
+        insert(USERS)
+        .values(
+            id=user_id,
+            channel=channel,
+            chat_ref=chat_ref,
+            language=language,
+            onboarded=False,
+            active=True,
+        )
+        .on_conflict_do_nothing(index_elements=["id"])
+    )
+    await conn.execute(
+        insert(STATES)
+        .values(user_id=user_id, data={})
+        .on_conflict_do_nothing(index_elements=["user_id"])
+    )
+
+
+# Effects that only change the person's own row: no ORM session needed.
+_ROW_EFFECTS = (
+    SetConsent,
+    MarkOnboarded,
+    SetCountry,
+    PauseFollowUps,
+    ResumeFollowUps,
+    SetTimezone,
+    ShowProgress,
+    ExportData,
+)
+
+
+async def save_outcome_rows(
+    conn: AsyncConnection, user: UserRow, stored: StoredState, outcome: Outcome, encrypt: Encrypt
+) -> None:
+    """save_outcome for a person read by claim_and_lock: only what changed is written."""
+    session: AsyncSession | None = None
+    if any(not isinstance(effect, _ROW_EFFECTS) for effect in outcome.effects):
+        session = AsyncSession(bind=conn, expire_on_commit=False)
+    try:
+        if session is not None and any(isinstance(e, EraseEverything) for e in outcome.effects):
+            await erase_person(session, user.id)
+            return
+        state = outcome.state
+        offered = buttons_offered_by(outcome)
+        data = {**state.data, OFFERED_KEY: offered} if offered else dict(state.data)
+        if (state.flow, state.step, data) != (stored.flow, stored.step, stored.data):
+            await conn.execute(
+                _SAVE_STATE,
+                {
+                    "key": user.id,
+                    "new_flow": state.flow,
+                    "new_step": state.step,
+                    "new_data": data,
+                    "now": utcnow(),
+                },
+            )
+        for effect in outcome.effects:
+            # Row effects never touch the session (_ROW_EFFECTS is an allow-list).
+            await apply_effect(session or _NO_SESSION, user, effect, encrypt)
+        if session is not None:
+            await session.flush()
+        changes = user.changes()
+        if changes:
+            params = {f"new_{name}": value for name, value in changes.items()}
+            params["key"] = user.id
+            await conn.execute(_save_user_statement(frozenset(changes)), params)
+    finally:
+        if session is not None:
+            await session.close()

@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot import metrics
 from bot.db.models import User
@@ -17,11 +17,16 @@ from bot.inbound import Inbound
 from bot.privacy import EXPORT_FILE_NAME, export_file, export_person
 from bot.progress_view import local_today, progress_replies
 from bot.repository import (
+    UserRow,
+    claim_and_lock,
     claim_update,
+    create_person,
     get_or_create_user,
     load_state,
     offered_buttons,
     save_outcome,
+    save_outcome_rows,
+    touch,
     utcnow,
 )
 from flows import router
@@ -63,6 +68,9 @@ class KindredService:
         nlu_for_language: Callable[[str], NluPipeline | None] | None = None,
     ) -> None:
         self._sessions = sessions
+        # The per-update transaction runs on a connection of the sessions' engine.
+        bind = sessions.kw.get("bind")
+        self._engine: AsyncEngine | None = bind if isinstance(bind, AsyncEngine) else None
         self._identity = identity
         self._nlu = nlu
         # Other languages' pipelines, built on first use (None: no model for that language).
@@ -133,24 +141,13 @@ class KindredService:
         )
 
     async def _handle_stored(self, inbound: Inbound, pseudonym: str, event: Event) -> Handled:
-        async with self._sessions.begin() as session:
-            if inbound.update_id is not None and not await claim_update(
-                session, inbound.bot_id, inbound.update_id
-            ):
-                log.info("duplicate update for %s ignored", pseudonym[:12])
-                return Handled((), pseudonym, duplicate=True)
-            chat_ref = self._identity.encrypt(inbound.chat_id) if inbound.chat_id else None
-            user = await get_or_create_user(
-                session,
-                pseudonym,
-                inbound.channel,
-                self.language_for(inbound.language_code),
-                chat_ref,
-            )
-            state = replace(await load_state(session, user), desk=self._desk)
-            event = await self._as_button_if_label(session, user.id, event)
-            outcome = router.step(state, event)
-            await save_outcome(session, user, outcome, self._identity.encrypt)
+        stepped: Handled | tuple[User | UserRow, Event, Outcome] | None
+        stepped = await self._step_rows(inbound, pseudonym, event)
+        if stepped is None:
+            stepped = await self._step_orm(inbound, pseudonym, event)
+        if isinstance(stepped, Handled):
+            return stepped
+        user, event, outcome = stepped
         if ExportData() in outcome.effects:
             outcome = replace(
                 outcome, replies=outcome.replies + await self._export(user.id, user.language)
@@ -171,7 +168,92 @@ class KindredService:
         log.info("handled %s for %s -> %s", intent, pseudonym[:12], outcome.state.flow or "idle")
         return Handled(outcome.replies, pseudonym)
 
-    async def _as_button_if_label(self, session: AsyncSession, user_id: str, event: Event) -> Event:
+    async def _step_rows(
+        self, inbound: Inbound, pseudonym: str, event: Event
+    ) -> Handled | tuple[UserRow, Event, Outcome] | None:
+        """The update's transaction in plain statements (no ORM objects on the way).
+
+        None when this service has no engine, or the person's rows vanished between creating
+        them and reading them (an erasure meanwhile): _step_orm handles those.
+        """
+        if self._engine is None:
+            return None
+        async with self._engine.connect() as conn:
+            locked = await claim_and_lock(conn, inbound.bot_id, inbound.update_id, pseudonym)
+            if locked is None:
+                # First contact (or a person without a conversation row): undo the claim, create
+                # the rows in their own transaction, and handle the update as for anyone.
+                await conn.rollback()
+                language = self.language_for(inbound.language_code)
+                await create_person(
+                    conn, pseudonym, inbound.channel, language, self._chat_ref(inbound)
+                )
+                await conn.commit()
+                locked = await claim_and_lock(conn, inbound.bot_id, inbound.update_id, pseudonym)
+            if locked is None:
+                return None  # they were erased meanwhile: the ORM path starts them afresh
+            if locked.user is None or locked.state is None:
+                log.info("duplicate update for %s ignored", pseudonym[:12])
+                return Handled((), pseudonym, duplicate=True)
+            user, stored = locked.user, locked.state
+            # Encrypting is not free: only when the row has no chat to reply to yet.
+            touch(user, self._chat_ref(inbound) if user.chat_ref is None else None)
+            state = replace(stored.as_state(user), desk=self._desk)
+            event = await self._in_persons_language(event, inbound, user.language)
+            event = self._as_button_if_label(stored.offered(), event)
+            outcome = router.step(state, event)
+            await save_outcome_rows(conn, user, stored, outcome, self._identity.encrypt)
+            await conn.commit()
+        return user, event, outcome
+
+    def _chat_ref(self, inbound: Inbound) -> str | None:
+        return self._identity.encrypt(inbound.chat_id) if inbound.chat_id else None
+
+    async def _step_orm(
+        self, inbound: Inbound, pseudonym: str, event: Event
+    ) -> Handled | tuple[User, Event, Outcome]:
+        """The transaction with ORM objects (the fallback of _step_rows)."""
+        async with self._sessions.begin() as session:
+            if inbound.update_id is not None and not await claim_update(
+                session, inbound.bot_id, inbound.update_id
+            ):
+                log.info("duplicate update for %s ignored", pseudonym[:12])
+                return Handled((), pseudonym, duplicate=True)
+            chat_ref = self._chat_ref(inbound)
+            user = await get_or_create_user(
+                session,
+                pseudonym,
+                inbound.channel,
+                self.language_for(inbound.language_code),
+                chat_ref,
+            )
+            state = replace(await load_state(session, user), desk=self._desk)
+            event = await self._in_persons_language(event, inbound, user.language)
+            offered = await offered_buttons(session, user.id)
+            event = self._as_button_if_label(offered, event)
+            outcome = router.step(state, event)
+            await save_outcome(session, user, outcome, self._identity.encrypt)
+        return user, event, outcome
+
+    async def _in_persons_language(self, event: Event, inbound: Inbound, language: str) -> Event:
+        """Free text read by the NLU of the language the person chose (/language).
+
+        The text was parsed before the transaction by the NLU that the channel's hint picked;
+        that is the person's language for nearly everyone, so nothing more happens. When they
+        chose another one, it is parsed again by theirs. A crisis seen by either stays one.
+        """
+        first = event.understanding
+        if first is None or first.is_crisis:
+            return event
+        pipeline = self._pipeline(language)
+        if pipeline is self._pipeline(inbound.language_code):
+            return event
+        again = await pipeline.parse(event.text)
+        if again.is_crisis:
+            metrics.crisis_detected(again.intent.name)
+        return replace(event, understanding=again)
+
+    def _as_button_if_label(self, offered: Mapping[str, str], event: Event) -> Event:
         """Typing a button's exact label ("Done", "Skip") is a press, not free text.
 
         A classifier may read a bare "done" as "I'm done"; on screen next to a Done button it
@@ -180,7 +262,7 @@ class KindredService:
         """
         if event.kind is not EventKind.TEXT:
             return event
-        payload = (await offered_buttons(session, user_id)).get(event.text.strip().casefold())
+        payload = offered.get(event.text.strip().casefold())
         if payload is None or self._nlu.lexicon_says_crisis(event.text):
             return event
         return Event(kind=EventKind.BUTTON, payload=payload, text=event.text)
