@@ -46,6 +46,11 @@ class Settings(BaseSettings):
     rasa_token: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("RASA_TOKEN", "rasa_token")
     )
+    # One Rasa model per language: "es=http://rasa-es:5005,ru=http://rasa-ru:5005". RASA_URL
+    # serves the default language; a language without a server here uses the embedded NLU.
+    rasa_urls: str | None = Field(
+        default=None, validation_alias=AliasChoices("KINDRED_RASA_URLS", "rasa_urls")
+    )
     redis_url: str | None = Field(
         default=None, validation_alias=AliasChoices("REDIS_URL", "redis_url")
     )
@@ -116,3 +121,16 @@ def load_or_create_secret_file(path: Path) -> bytes:
         file=sys.stderr,
     )
     return value.encode()
+
+
+def parse_rasa_urls(value: str | None) -> dict[str, str]:
+    """KINDRED_RASA_URLS ("es=http://rasa-es:5005,ru=...") as language -> server URL."""
+    urls: dict[str, str] = {}
+    for part in (value or "").split(","):
+        if not part.strip():
+            continue
+        language, sep, url = part.partition("=")
+        if not sep or not language.strip() or not url.strip():
+            raise ValueError(f"KINDRED_RASA_URLS: expected language=url, got {part.strip()!r}")
+        urls[language.strip().lower()] = url.strip()
+    return urls
