@@ -48,7 +48,7 @@ from telegram.ext import Application
 from bot import metrics
 from bot.config import Settings
 from bot.identity import Identity, derive_token
-from bot.telegram.app import Background, create_application
+from bot.telegram.app import Background, create_application, freeze_startup_objects
 from bot.telegram.updates import person_key
 from bot.wiring import Runtime
 
@@ -543,6 +543,7 @@ async def run_webhook(
         async with application:
             if application.post_init is not None:
                 await application.post_init(application)
+            freeze_startup_objects()
             await application.start()
             register = asyncio.create_task(
                 _register_webhook(application, settings.webhook_url, secret, dispatcher)
