@@ -17,11 +17,11 @@ from nlu.normalize import load_lexicon, normalize
 from nlu.safety import OVERDOSE, SUICIDE, SafetyNet
 from nlu.training_data import load_project
 from nlu.understanding import INTENTS, IntentScore, Understanding
+from tests.test_safety_sets import regression_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = ROOT / "nlu" / "languages" / "es"
 ENGLISH = ROOT / "nlu"
-SAFETY = Path(__file__).parent / "safety"
 
 MIN_EXAMPLES = 50
 # The intents the bot must never get wrong get more examples.
@@ -39,8 +39,6 @@ KEY_INTENTS = (
     "coping_help",
 )
 MIN_CV_MACRO_F1 = 0.80
-MAX_FALSE_ALARM_RATE = 0.03
-MIN_KIND_ACCURACY = 0.95
 CANONICAL_SUBSTANCES = {
     "alcohol",
     "opioids",
@@ -128,18 +126,8 @@ HELD_OUT: dict[str, list[str]] = {
 }
 
 
-def _rows(name: str) -> list[tuple[str, str]]:
-    """Rows of a regression set: (intent, message)."""
-    rows = []
-    for line in (SAFETY / name).read_text(encoding="utf-8").splitlines():
-        if line.strip() and not line.startswith("#"):
-            intent, message = line.split("\t", 1)
-            rows.append((intent, message))
-    return rows
-
-
-CRISIS = _rows("es_crisis.tsv")
-HARD_NEGATIVE = _rows("es_hard_negative.tsv")
+CRISIS = regression_rows("es_crisis.tsv")
+HARD_NEGATIVE = regression_rows("es_hard_negative.tsv")
 
 
 @pytest.fixture(scope="module")
@@ -326,49 +314,6 @@ def test_five_fold_cross_validation() -> None:
 
 
 # ---- the safety net -----------------------------------------------------------------------------
-
-
-def test_regression_sets_are_big_clean_and_labelled() -> None:
-    assert len(CRISIS) >= 200 and len(HARD_NEGATIVE) >= 200
-    assert {intent for intent, _ in CRISIS} == {SUICIDE, OVERDOSE}
-    assert all(i in INTENTS and i not in (SUICIDE, OVERDOSE) for i, _ in HARD_NEGATIVE)
-    messages = [m.lower() for _, m in CRISIS + HARD_NEGATIVE]
-    assert len(messages) == len(set(messages)), "a message appears twice"
-
-
-def test_every_spanish_crisis_message_fires(net: SafetyNet) -> None:
-    missed = [(intent, text) for intent, text in CRISIS if not net.assess(text).is_crisis]
-    recall = 1 - len(missed) / len(CRISIS)
-    print(f"\nSpanish crisis recall: {recall:.1%} ({len(CRISIS) - len(missed)}/{len(CRISIS)})")
-    for intent, text in missed:
-        print(f"  MISSED {intent}: {text}")
-    assert not missed
-
-
-def test_spanish_crisis_kind_is_right_for_most(net: SafetyNet) -> None:
-    mistyped = []
-    for intent, text in CRISIS:
-        found = net.assess(text).intent
-        if found is not None and found != intent:
-            mistyped.append((intent, found, text))
-    accuracy = 1 - len(mistyped) / len(CRISIS)
-    print(f"\nSpanish crisis kind accuracy: {accuracy:.1%} ({len(mistyped)} mis-typed)")
-    for expected, found, text in mistyped:
-        print(f"  MISTYPED expected {expected}, got {found}: {text}")
-    assert accuracy >= MIN_KIND_ACCURACY
-
-
-def test_spanish_false_alarms_on_hard_negatives(net: SafetyNet) -> None:
-    misfires = []
-    for _, text in HARD_NEGATIVE:
-        verdict = net.assess(text)
-        if verdict.is_crisis:
-            misfires.append((verdict.intent, verdict.rule, text))
-    rate = len(misfires) / len(HARD_NEGATIVE)
-    print(f"\nSpanish false alarms: {rate:.1%} ({len(misfires)}/{len(HARD_NEGATIVE)})")
-    for intent, rule, text in misfires:
-        print(f"  MISFIRE {intent} ({rule}): {text}")
-    assert rate <= MAX_FALSE_ALARM_RATE
 
 
 @pytest.mark.parametrize(

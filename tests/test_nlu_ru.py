@@ -18,10 +18,10 @@ from nlu.normalize import Normalizer, load_lexicon
 from nlu.safety import OVERDOSE, SUICIDE, SafetyNet
 from nlu.training_data import TrainingData, load_project
 from nlu.understanding import INTENTS, IntentScore, Understanding
+from tests.test_safety_sets import regression_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = ROOT / "nlu" / "languages" / "ru"
-SAFETY = Path(__file__).parent / "safety"
 MIN_EXAMPLES = 50
 # Intents people reach for in a hard moment get more examples.
 KEY_INTENTS = {
@@ -38,7 +38,6 @@ KEY_INTENTS = {
 }
 SUBSTANCES = {"alcohol", "opioids", "stimulants", "cannabis", "benzodiazepines", "nicotine"}
 MIN_CV_MACRO_F1 = 0.80
-MAX_FALSE_ALARM_RATE = 0.03
 
 # Written for this test, not copied from the training data.
 HELD_OUT: dict[str, list[str]] = {
@@ -113,18 +112,8 @@ FIGURES_OF_SPEECH: list[tuple[str, str]] = [
 ]
 
 
-def _rows(name: str) -> list[tuple[str, str]]:
-    """(intent, message) rows of a regression set."""
-    rows = []
-    for line in (SAFETY / name).read_text(encoding="utf-8").splitlines():
-        if line.strip() and not line.startswith("#"):
-            intent, message = line.split("\t", 1)
-            rows.append((intent, message))
-    return rows
-
-
-CRISIS = _rows("ru_crisis.tsv")
-HARD_NEGATIVE = _rows("ru_hard_negative.tsv")
+CRISIS = regression_rows("ru_crisis.tsv")
+HARD_NEGATIVE = regression_rows("ru_hard_negative.tsv")
 
 
 @pytest.fixture(scope="module")
@@ -275,40 +264,6 @@ def test_five_fold_cross_validation() -> None:
 
 
 # ---- the safety net ----------------------------------------------------------------------------
-
-
-def test_regression_sets_are_big_clean_and_labelled() -> None:
-    assert len(CRISIS) >= 150 and len(HARD_NEGATIVE) >= 150
-    assert {intent for intent, _ in CRISIS} == {SUICIDE, OVERDOSE}
-    assert all(i in INTENTS and i not in (SUICIDE, OVERDOSE) for i, _ in HARD_NEGATIVE)
-    messages = [m for _, m in CRISIS + HARD_NEGATIVE]
-    assert len(messages) == len(set(messages)), "a message appears twice"
-
-
-def test_every_russian_crisis_message_fires(net: SafetyNet) -> None:
-    missed = [(i, t) for i, t in CRISIS if not net.assess(t).is_crisis]
-    wrong = [(i, t) for i, t in CRISIS if net.assess(t).intent not in (None, i)]
-    recall = 1 - len(missed) / len(CRISIS)
-    print(f"\nru crisis recall: {recall:.2%} ({len(CRISIS) - len(missed)}/{len(CRISIS)})")
-    for intent, text in missed:
-        print(f"  MISSED {intent}: {text}")
-    for intent, text in wrong:
-        print(f"  OTHER CRISIS (wanted {intent}): {text}")
-    assert not missed
-    assert not wrong
-
-
-def test_russian_false_alarms_stay_rare(net: SafetyNet) -> None:
-    misfires = [
-        (intent, net.assess(text).rule, text)
-        for intent, text in HARD_NEGATIVE
-        if net.assess(text).is_crisis
-    ]
-    rate = len(misfires) / len(HARD_NEGATIVE)
-    print(f"\nru false alarms: {rate:.2%} ({len(misfires)}/{len(HARD_NEGATIVE)})")
-    for intent, rule, text in misfires:
-        print(f"  MISFIRE {intent} ({rule}): {text}")
-    assert rate <= MAX_FALSE_ALARM_RATE
 
 
 @pytest.mark.parametrize(

@@ -7,32 +7,19 @@ on the embedded classifier or Rasa.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from nlu.normalize import LexiconNotFoundError, Normalizer, load_lexicon, normalize
 from nlu.safety import OVERDOSE, SUICIDE, SafetyNet, required_literals
-from nlu.understanding import INTENTS, IntentScore, Understanding
+from nlu.understanding import IntentScore, Understanding
+from tests.test_safety_sets import regression_rows
 
-DATA = Path(__file__).parent / "safety"
-MAX_FALSE_ALARM_RATE = 0.03
-MIN_KIND_ACCURACY = 0.95
 SAFETY_KEYS = {"rule", "kind", "also", "probability", "lang", "overrode"}
 
 
-def _load(name: str) -> list[tuple[str, str]]:
-    """Rows of a regression set: (intent, message)."""
-    rows = []
-    for line in (DATA / name).read_text(encoding="utf-8").splitlines():
-        if line.strip() and not line.startswith("#"):
-            intent, message = line.split("\t", 1)
-            rows.append((intent, message))
-    return rows
-
-
-CRISIS = _load("en_crisis.tsv")
-HARD_NEGATIVE = _load("en_hard_negative.tsv")
+CRISIS = regression_rows("en_crisis.tsv")
+HARD_NEGATIVE = regression_rows("en_hard_negative.tsv")
 
 
 @pytest.fixture(scope="module")
@@ -53,48 +40,6 @@ def _classified(
 
 
 # ---- regression sets ----------------------------------------------------------------------
-
-
-def test_regression_sets_are_big_clean_and_labelled() -> None:
-    assert len(CRISIS) >= 200 and len(HARD_NEGATIVE) >= 200
-    assert {intent for intent, _ in CRISIS} == {SUICIDE, OVERDOSE}
-    assert all(i in INTENTS and i not in (SUICIDE, OVERDOSE) for i, _ in HARD_NEGATIVE)
-    messages = [m for _, m in CRISIS + HARD_NEGATIVE]
-    assert len(messages) == len(set(messages)), "a message appears twice"
-
-
-def test_every_crisis_message_fires(net: SafetyNet) -> None:
-    missed = [(intent, text) for intent, text in CRISIS if not net.assess(text).is_crisis]
-    print(f"\ncrisis recall: {len(CRISIS) - len(missed)}/{len(CRISIS)}")
-    for intent, text in missed:
-        print(f"  MISSED {intent}: {text}")
-    assert not missed
-
-
-def test_crisis_kind_is_right_for_most(net: SafetyNet) -> None:
-    mistyped = []
-    for intent, text in CRISIS:
-        found = net.assess(text).intent
-        if found is not None and found != intent:
-            mistyped.append((intent, found, text))
-    accuracy = 1 - len(mistyped) / len(CRISIS)
-    print(f"\ncrisis kind accuracy: {accuracy:.1%} ({len(mistyped)} mis-typed)")
-    for expected, found, text in mistyped:
-        print(f"  MISTYPED expected {expected}, got {found}: {text}")
-    assert accuracy >= MIN_KIND_ACCURACY
-
-
-def test_false_alarms_on_hard_negatives(net: SafetyNet) -> None:
-    misfires = []
-    for _, text in HARD_NEGATIVE:
-        verdict = net.assess(text)
-        if verdict.is_crisis:
-            misfires.append((verdict.intent, verdict.rule, text))
-    rate = len(misfires) / len(HARD_NEGATIVE)
-    print(f"\nfalse alarms: {rate:.1%} ({len(misfires)}/{len(HARD_NEGATIVE)})")
-    for intent, rule, text in misfires:
-        print(f"  MISFIRE {intent} ({rule}): {text}")
-    assert rate <= MAX_FALSE_ALARM_RATE
 
 
 @pytest.mark.parametrize(
