@@ -86,6 +86,13 @@ def start(state: State, event: Event) -> Outcome:
 
 
 OKAY_PAYLOAD, STRUGGLING_PAYLOAD = "crisis:okay", "crisis:struggling"
+CHECKBACK_ANSWERS = {
+    "mood_positive": OKAY_PAYLOAD,
+    "thanks": OKAY_PAYLOAD,
+    "mood_negative": STRUGGLING_PAYLOAD,
+    "deny": STRUGGLING_PAYLOAD,
+    "out_of_scope": STRUGGLING_PAYLOAD,
+}
 
 
 def on_followup(state: State) -> Outcome:
@@ -103,9 +110,9 @@ def _on_checkback(state: State, event: Event) -> Outcome | None:
     lang = state.person.language
     answer = event.payload if event.kind is EventKind.BUTTON else None
     if answer is None and event.kind is EventKind.TEXT:
-        answer = {"mood_positive": OKAY_PAYLOAD, "mood_negative": STRUGGLING_PAYLOAD}.get(
-            event.intent or ""
-        )
+        # An answer that is neither "okay" nor a request ("meh", "no", "idk") an hour after a
+        # crisis is taken as still struggling: the numbers again and a volunteer, never a menu.
+        answer = CHECKBACK_ANSWERS.get(event.intent or "out_of_scope")
     if answer == OKAY_PAYLOAD:
         return Outcome((Reply(text(lang, "crisis.okay")),), state.idle())
     if answer == STRUGGLING_PAYLOAD:

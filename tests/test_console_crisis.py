@@ -84,3 +84,20 @@ async def test_not_wanting_to_call_is_met_with_staying_not_small_talk(
     # A request still gets what it asks for: the person is not trapped in the crisis step.
     answer = await chat.say("can i talk to a real person")
     assert "I'm here. Take your time" not in answer
+
+
+async def test_an_unclear_answer_to_the_check_back_is_taken_as_still_struggling(
+    service: KindredService, identity: Identity
+) -> None:
+    chat = Conversation(service)
+    await chat.say("/start")
+    await chat.say("i don't want to be alive anymore")
+    me = identity.pseudonym("console", chat.user)
+    await chat.followup(me, "crisis_checkback")
+    answer = await chat.say("meh")
+    assert "emergency number" in answer and "findahelpline.com" in answer
+    await chat.followup(me, "crisis_checkback")
+    answer = await chat.say("no not really")
+    assert "emergency number" in answer
+    await chat.followup(me, "crisis_checkback")
+    assert "really glad" in await chat.say("a bit better today actually, thanks")
