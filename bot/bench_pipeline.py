@@ -330,6 +330,8 @@ class Phase:
     p50_ms: float
     p99_ms: float
     service_p50_ms: float
+    service_p99_ms: float
+    wait_p99_ms: float
     order_violations: int
     errors: int
     cpu_ms_per_update: float
@@ -353,6 +355,8 @@ def summarize(report: dict[str, Any]) -> Phase:
     last = max((r[4] for r in records), default=first)
     latencies = [(r[4] - r[2]) * 1000 for r in records if r[2] is not None]
     service = [(r[4] - r[3]) * 1000 for r in records if r[3] is not None]
+    # Fetched -> handler started: time spent queued behind other updates (or the same person's).
+    waits = [(r[3] - r[2]) * 1000 for r in records if r[2] is not None and r[3] is not None]
     by_person: dict[int, list[list[Any]]] = defaultdict(list)
     for record in records:
         by_person[record[1]].append(record)
@@ -370,6 +374,8 @@ def summarize(report: dict[str, Any]) -> Phase:
         p50_ms=percentile(latencies, 0.50),
         p99_ms=percentile(latencies, 0.99),
         service_p50_ms=percentile(service, 0.50),
+        service_p99_ms=percentile(service, 0.99),
+        wait_p99_ms=percentile(waits, 0.99),
         order_violations=violations,
         errors=int(report["errors"]),
         cpu_ms_per_update=1000 * float(report.get("cpu_s", 0.0)) / len(records) if records else 0,
@@ -762,6 +768,8 @@ async def bench_pipeline(
         "burst_p50_ms": round(kindred.burst.p50_ms, 1),
         "burst_p99_ms": round(kindred.burst.p99_ms, 1),
         "service_p50_ms": round(kindred.paced.service_p50_ms, 1),
+        "service_p99_ms": round(kindred.paced.service_p99_ms, 1),
+        "wait_p99_ms": round(kindred.paced.wait_p99_ms, 1),
         "paced_rate_per_s": round(kindred.paced_rate, 1),
         "paced_updates": kindred.paced.updates,
         "cpu_ms_per_update": round(kindred.burst.cpu_ms_per_update, 2),

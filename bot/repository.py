@@ -387,7 +387,7 @@ _SQLITE_CLAIM = (
     .on_conflict_do_nothing(index_elements=["bot_id", "update_id"])
     .returning(PROCESSED.c.id)
 )
-_SAVE_STATE = (
+SAVE_STATE = (
     update(STATES)
     .where(STATES.c.user_id == bindparam("key"))
     .values(
@@ -473,23 +473,21 @@ async def create_person(
     conn: AsyncConnection, user_id: str, channel: str, language: str, chat_ref: str | None
 ) -> None:
     """First contact: the person's row and an empty conversation state (kept if they exist)."""
+    await create_people(
+        conn, [{"id": user_id, "channel": channel, "language": language, "chat_ref": chat_ref}]
+    )
+
+
+async def create_people(conn: AsyncConnection, people: list[dict[str, Any]]) -> None:
+    """create_person for several people at once (id, channel, language, chat_ref each)."""
     insert = postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
     await conn.execute(
-        insert(USERS)
-        .values(
-            id=user_id,
-            channel=channel,
-            chat_ref=chat_ref,
-            language=language,
-            onboarded=False,
-            active=True,
-        )
-        .on_conflict_do_nothing(index_elements=["id"])
+        insert(USERS).on_conflict_do_nothing(index_elements=["id"]),
+        [{**person, "onboarded": False, "active": True} for person in people],
     )
     await conn.execute(
-        insert(STATES)
-        .values(user_id=user_id, data={})
-        .on_conflict_do_nothing(index_elements=["user_id"])
+        insert(STATES).on_conflict_do_nothing(index_elements=["user_id"]),
+        [{"user_id": person["id"], "data": {}} for person in people],
     )
 
 
@@ -506,41 +504,59 @@ _ROW_EFFECTS = (
 )
 
 
+def needs_session(outcome: Outcome) -> bool:
+    """Whether an outcome has effects beyond the person's own rows (check-ins, follow-ups...)."""
+    return any(not isinstance(effect, _ROW_EFFECTS) for effect in outcome.effects)
+
+
+def state_changes(user: UserRow, stored: StoredState, outcome: Outcome) -> dict[str, Any] | None:
+    """SAVE_STATE's parameters when the conversation state changed, else None."""
+    state = outcome.state
+    offered = buttons_offered_by(outcome)
+    data = {**state.data, OFFERED_KEY: offered} if offered else dict(state.data)
+    if (state.flow, state.step, data) == (stored.flow, stored.step, stored.data):
+        return None
+    return {
+        "key": user.id,
+        "new_flow": state.flow,
+        "new_step": state.step,
+        "new_data": data,
+        "now": utcnow(),
+    }
+
+
+def user_changes(user: UserRow) -> tuple[Update, dict[str, Any]] | None:
+    """The UPDATE of the person's row and its parameters, when a column changed."""
+    changes = user.changes()
+    if not changes:
+        return None
+    params = {f"new_{name}": value for name, value in changes.items()}
+    params["key"] = user.id
+    return _save_user_statement(frozenset(changes)), params
+
+
 async def save_outcome_rows(
     conn: AsyncConnection, user: UserRow, stored: StoredState, outcome: Outcome, encrypt: Encrypt
 ) -> None:
     """save_outcome for a person read by claim_and_lock: only what changed is written."""
     session: AsyncSession | None = None
-    if any(not isinstance(effect, _ROW_EFFECTS) for effect in outcome.effects):
+    if needs_session(outcome):
         session = AsyncSession(bind=conn, expire_on_commit=False)
     try:
         if session is not None and any(isinstance(e, EraseEverything) for e in outcome.effects):
             await erase_person(session, user.id)
             return
-        state = outcome.state
-        offered = buttons_offered_by(outcome)
-        data = {**state.data, OFFERED_KEY: offered} if offered else dict(state.data)
-        if (state.flow, state.step, data) != (stored.flow, stored.step, stored.data):
-            await conn.execute(
-                _SAVE_STATE,
-                {
-                    "key": user.id,
-                    "new_flow": state.flow,
-                    "new_step": state.step,
-                    "new_data": data,
-                    "now": utcnow(),
-                },
-            )
+        saved = state_changes(user, stored, outcome)
+        if saved is not None:
+            await conn.execute(SAVE_STATE, saved)
         for effect in outcome.effects:
             # Row effects never touch the session (_ROW_EFFECTS is an allow-list).
             await apply_effect(session or _NO_SESSION, user, effect, encrypt)
         if session is not None:
             await session.flush()
-        changes = user.changes()
-        if changes:
-            params = {f"new_{name}": value for name, value in changes.items()}
-            params["key"] = user.id
-            await conn.execute(_save_user_statement(frozenset(changes)), params)
+        changed = user_changes(user)
+        if changed is not None:
+            await conn.execute(*changed)
     finally:
         if session is not None:
             await session.close()

@@ -12,11 +12,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot import metrics
 from bot.db.models import User
+from bot.group_commit import GroupCommit, Stepped
 from bot.identity import Identity
 from bot.inbound import Inbound
 from bot.privacy import EXPORT_FILE_NAME, export_file, export_person
 from bot.progress_view import local_today, progress_replies
 from bot.repository import (
+    Locked,
     UserRow,
     claim_and_lock,
     claim_update,
@@ -66,11 +68,18 @@ class KindredService:
         default_language: str = "en",
         desk: bool = False,
         nlu_for_language: Callable[[str], NluPipeline | None] | None = None,
+        group_commit: bool = True,
     ) -> None:
         self._sessions = sessions
         # The per-update transaction runs on a connection of the sessions' engine.
         bind = sessions.kw.get("bind")
         self._engine: AsyncEngine | None = bind if isinstance(bind, AsyncEngine) else None
+        # On PostgreSQL, updates of different people in flight together share a transaction.
+        self._group: GroupCommit | None = None
+        if group_commit and self._engine is not None and self._engine.dialect.name == "postgresql":
+            self._group = GroupCommit(
+                self._engine, self._step_job, self._newcomer, identity.encrypt
+            )
         self._identity = identity
         self._nlu = nlu
         # Other languages' pipelines, built on first use (None: no model for that language).
@@ -79,6 +88,11 @@ class KindredService:
         self._default_language = default_language
         self._desk = desk
         self._languages = frozenset(languages())
+
+    @property
+    def group_commit(self) -> GroupCommit | None:
+        """The shared-transaction batcher (PostgreSQL), with its counters; None elsewhere."""
+        return self._group
 
     @property
     def sessions(self) -> async_sessionmaker[AsyncSession]:
@@ -141,8 +155,11 @@ class KindredService:
         )
 
     async def _handle_stored(self, inbound: Inbound, pseudonym: str, event: Event) -> Handled:
-        stepped: Handled | tuple[User | UserRow, Event, Outcome] | None
-        stepped = await self._step_rows(inbound, pseudonym, event)
+        stepped: Handled | tuple[User | UserRow, Event, Outcome] | None = None
+        if self._group is not None:
+            stepped = await self._step_in_batch(inbound, pseudonym, event)
+        if stepped is None:
+            stepped = await self._step_rows(inbound, pseudonym, event)
         if stepped is None:
             stepped = await self._step_orm(inbound, pseudonym, event)
         if isinstance(stepped, Handled):
@@ -168,9 +185,46 @@ class KindredService:
         log.info("handled %s for %s -> %s", intent, pseudonym[:12], outcome.state.flow or "idle")
         return Handled(outcome.replies, pseudonym)
 
+    async def _step_in_batch(
+        self, inbound: Inbound, pseudonym: str, event: Event
+    ) -> Handled | Stepped | None:
+        """The update in a shared transaction (group commit); None: handle it on its own."""
+        assert self._group is not None
+        result = await self._group.run(
+            pseudonym, inbound.bot_id, inbound.update_id, (inbound, event)
+        )
+        if isinstance(result, Locked):
+            log.info("duplicate update for %s ignored", pseudonym[:12])
+            return Handled((), pseudonym, duplicate=True)
+        return result
+
+    def _newcomer(self, job: tuple[Inbound, Event]) -> dict[str, Any]:
+        """A first-contact person's row: their channel, language and where to reply."""
+        inbound, _event = job
+        return {
+            "channel": inbound.channel,
+            "language": self.language_for(inbound.language_code),
+            "chat_ref": self._chat_ref(inbound),
+        }
+
+    async def _step_job(self, job: tuple[Inbound, Event], locked: Locked) -> Stepped:
+        inbound, event = job
+        return await self._step_locked(inbound, event, locked)
+
+    async def _step_locked(self, inbound: Inbound, event: Event, locked: Locked) -> Stepped:
+        """The flows' step for a person whose rows are locked (nothing written here)."""
+        assert locked.user is not None and locked.state is not None
+        user, stored = locked.user, locked.state
+        # Encrypting is not free: only when the row has no chat to reply to yet.
+        touch(user, self._chat_ref(inbound) if user.chat_ref is None else None)
+        state = replace(stored.as_state(user), desk=self._desk)
+        event = await self._in_persons_language(event, inbound, user.language)
+        event = self._as_button_if_label(stored.offered(), event)
+        return user, event, router.step(state, event)
+
     async def _step_rows(
         self, inbound: Inbound, pseudonym: str, event: Event
-    ) -> Handled | tuple[UserRow, Event, Outcome] | None:
+    ) -> Handled | Stepped | None:
         """The update's transaction in plain statements (no ORM objects on the way).
 
         None when this service has no engine, or the person's rows vanished between creating
@@ -195,14 +249,8 @@ class KindredService:
             if locked.user is None or locked.state is None:
                 log.info("duplicate update for %s ignored", pseudonym[:12])
                 return Handled((), pseudonym, duplicate=True)
-            user, stored = locked.user, locked.state
-            # Encrypting is not free: only when the row has no chat to reply to yet.
-            touch(user, self._chat_ref(inbound) if user.chat_ref is None else None)
-            state = replace(stored.as_state(user), desk=self._desk)
-            event = await self._in_persons_language(event, inbound, user.language)
-            event = self._as_button_if_label(stored.offered(), event)
-            outcome = router.step(state, event)
-            await save_outcome_rows(conn, user, stored, outcome, self._identity.encrypt)
+            user, event, outcome = await self._step_locked(inbound, event, locked)
+            await save_outcome_rows(conn, user, locked.state, outcome, self._identity.encrypt)
             await conn.commit()
         return user, event, outcome
 
