@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 import time
@@ -35,7 +36,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextvars import ContextVar
 from datetime import timedelta
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any, Protocol
 
 import httpx
@@ -62,7 +63,7 @@ from bot.telegram.aiohttp_request import (
     RequestNotSent,
     ThreadedRequest,
 )
-from flows.engine import Reply
+from flows.engine import Button, Reply
 
 __all__ = [
     "KindredRateLimiter",
@@ -581,6 +582,25 @@ def keyboard(reply: Reply) -> InlineKeyboardMarkup | None:
     )
 
 
+@lru_cache(maxsize=1024)
+def keyboard_json(buttons: tuple[tuple[Button, ...], ...]) -> str:
+    """A reply's inline keyboard as the Bot API's reply_markup JSON (flows offer few distinct)."""
+    rows = [[{"text": b.label, "callback_data": b.payload} for b in row] for row in buttons]
+    return json.dumps({"inline_keyboard": rows}, ensure_ascii=False, separators=(",", ":"))
+
+
+async def send_text(bot: Bot, chat_id: int, text: str, markup: str | None) -> None:
+    """sendMessage (HTML) through the bot's rate limiter, without parsing the Message sent back.
+
+    Nothing here reads that Message, and building it (with its keyboard) cost as much CPU as
+    the rest of the send together; errors are PTB's own, as for bot.send_message.
+    """
+    data: dict[str, Any] = {"chat_id": chat_id, "text": text, "parse_mode": ParseMode.HTML}
+    if markup is not None:
+        data["reply_markup"] = markup
+    await bot._post("sendMessage", data)
+
+
 SendCall = Callable[[], Awaitable[object]]
 
 
@@ -620,12 +640,9 @@ def _requests(bot: Bot, chat_id: int, replies: tuple[Reply, ...]) -> list[SendCa
                 continue
         parts = split_for_telegram(reply.text)
         for index, part in enumerate(parts):
-            markup = keyboard(reply) if index == len(parts) - 1 else None
-            calls.append(
-                partial(
-                    bot.send_message, chat_id, part, parse_mode=ParseMode.HTML, reply_markup=markup
-                )
-            )
+            last = index == len(parts) - 1
+            buttons = keyboard_json(reply.buttons) if last and reply.buttons else None
+            calls.append(partial(send_text, bot, chat_id, part, buttons))
     return calls
 
 
@@ -717,24 +734,37 @@ class TelegramSender:
                 raise
 
     async def _send_one(self, call: SendCall) -> None:
+        # Nearly every message goes out at the first try: the retry machinery is only set up
+        # once one has certainly not been delivered.
+        try:
+            await self._attempt(call)
+            return
+        except _Retry as first:
+            failed = first
+        if self._attempts <= 1:
+            raise SendFailed(f"gave up: {failed.cause.message}") from failed.cause
+        await asyncio.sleep(failed.wait if failed.wait is not None else self._wait_initial)
         try:
             async for attempt in stamina.retry_context(
                 on=_backoff,
-                attempts=self._attempts,
+                attempts=self._attempts - 1,
                 wait_initial=self._wait_initial,
                 wait_max=self._wait_max,
                 timeout=self._timeout,
             ):
                 with attempt:
-                    try:
-                        if self._hook_here:
-                            await run_before_write()
-                        await call()
-                    except TelegramError as exc:
-                        outcome = classify(exc)
-                        raise outcome from exc
+                    await self._attempt(call)
         except _Retry as exc:
             raise SendFailed(f"gave up: {exc.cause.message}") from exc.cause
+
+    async def _attempt(self, call: SendCall) -> None:
+        """One try: a certain non-delivery raises _Retry, anything else a SendError."""
+        try:
+            if self._hook_here:
+                await run_before_write()
+            await call()
+        except TelegramError as exc:
+            raise classify(exc) from exc
 
 
 def build_bot(

@@ -21,6 +21,7 @@ from contextlib import AbstractAsyncContextManager
 from contextvars import ContextVar
 from functools import partial
 from typing import Any, TypeVar
+from urllib.parse import urlencode
 
 import aiohttp
 from telegram._utils.defaultvalue import DefaultValue
@@ -236,13 +237,21 @@ def _body(request_data: RequestData | None) -> Any:
         return None
     fields = request_data.json_parameters
     if not request_data.contains_files:
-        return fields or None
+        # The same bytes aiohttp's FormData would write, without building one per request.
+        return _FormBody(urlencode(fields).encode()) if fields else None
     form = aiohttp.FormData(quote_fields=False)
     for name, value in fields.items():
         form.add_field(name, value)
     for name, (filename, content, mimetype) in request_data.multipart_data.items():
         form.add_field(name, content, filename=filename, content_type=mimetype)
     return form
+
+
+class _FormBody(aiohttp.BytesPayload):
+    """An application/x-www-form-urlencoded body, already encoded."""
+
+    def __init__(self, encoded: bytes) -> None:
+        super().__init__(encoded, content_type="application/x-www-form-urlencoded")
 
 
 WriteGate = Callable[[], AbstractAsyncContextManager[None]]

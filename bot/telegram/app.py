@@ -9,7 +9,7 @@ import signal
 from contextlib import suppress
 from typing import Any, Protocol
 
-from telegram import BotCommand, Update
+from telegram import BotCommand, CallbackQuery, Update
 from telegram.error import TelegramError
 from telegram.ext import Application, ApplicationBuilder, BaseRateLimiter, ContextTypes, TypeHandler
 from telegram.request import BaseRequest
@@ -66,13 +66,20 @@ def make_update_handler(service: KindredService):  # type: ignore[no-untyped-def
 
     async def handle_update(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         inbound = to_inbound(update, context.bot.id)
+        answering: asyncio.Task[None] | None = None
         if update.callback_query is not None:
-            # Always answer a press, even a stale or forged one, so the button stops spinning.
-            with suppress(TelegramError):
-                await update.callback_query.answer()
+            # Always answer a press, even a stale or forged one, so the button stops spinning;
+            # meanwhile the press is handled (the answer is one more round trip otherwise).
+            answering = asyncio.create_task(_answer(update.callback_query))
         if inbound is None or update.effective_chat is None:
+            if answering is not None:
+                await answering
             return
-        handled = await service.handle(inbound)
+        try:
+            handled = await service.handle(inbound)
+        finally:
+            if answering is not None:
+                await answering
         try:
             # The sender retries what certainly did not arrive (429, 5xx, not sent) and never
             # resends what may have: a duplicate reply is worse than a late one.
@@ -90,6 +97,11 @@ def make_update_handler(service: KindredService):  # type: ignore[no-untyped-def
             )
 
     return handle_update
+
+
+async def _answer(query: CallbackQuery) -> None:
+    with suppress(TelegramError):
+        await query.answer()
 
 
 async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
