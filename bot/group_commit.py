@@ -26,9 +26,10 @@ from typing import Any, cast
 from sqlalchemy import BigInteger, String, bindparam, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.sql import Select, Update
 
+from bot.privacy import erase_person
 from bot.repository import (
     PROCESSED,
     SAVE_STATE,
@@ -41,11 +42,10 @@ from bot.repository import (
     apply_effect,
     create_people,
     needs_session,
-    save_outcome_rows,
     state_changes,
     user_changes,
 )
-from flows.engine import Event, Outcome
+from flows.engine import EraseEverything, Event, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +107,8 @@ class GroupCommit:
         """Handle one person's update in the next batch.
 
         The outcome, committed; a `Locked` that is not claimed for a redelivered update; None
-        when the batch could not take it (first contact, or the batch failed): nothing of it
-        was written, and the caller handles it on its own.
+        when the batch failed (rolled back) or the person's rows vanished meanwhile (an
+        erasure): the caller then handles the update on its own.
         """
         future: asyncio.Future[Stepped | Locked | None] = asyncio.get_running_loop().create_future()
         self._queue.append(_Job(person, bot_id, update_id, context, future))
@@ -182,7 +182,10 @@ class GroupCommit:
                 locked.update(await lock_people(conn, batch[0].bot_id, newcomers))
             states: list[dict[str, Any]] = []
             users: dict[Update, list[dict[str, Any]]] = {}
-            alone: list[tuple[UserRow, StoredState, Outcome]] = []
+            erased: list[str] = []
+            # One ORM session for everyone's check-ins, follow-ups and escalations: its flush
+            # sends each table's new rows together.
+            session: AsyncSession | None = None
             for job in batch:
                 found = locked.get(job.person)
                 if found is None or found.user is None or found.state is None:
@@ -191,23 +194,29 @@ class GroupCommit:
                 stepped = await self._step(job.context, found)
                 results[job] = stepped
                 user, _event, outcome = stepped
-                if needs_session(outcome):
-                    alone.append((user, found.state, outcome))
+                if any(isinstance(effect, EraseEverything) for effect in outcome.effects):
+                    erased.append(user.id)  # nothing else of this outcome may outlive it
                     continue
                 saved = state_changes(user, found.state, outcome)
                 if saved is not None:
                     states.append(saved)
+                if session is None and needs_session(outcome):
+                    session = AsyncSession(bind=conn, expire_on_commit=False)
                 for effect in outcome.effects:
-                    await apply_effect(_NO_SESSION, user, effect, self._encrypt)
+                    await apply_effect(session or _NO_SESSION, user, effect, self._encrypt)
                 changed = user_changes(user)
                 if changed is not None:
                     users.setdefault(changed[0], []).append(changed[1])
             if states:
                 await conn.execute(SAVE_STATE, states)
+            if session is not None:
+                await session.flush()
+                await session.close()
             for statement, rows in users.items():
                 await conn.execute(statement, rows)
-            for user, stored, outcome in alone:
-                await save_outcome_rows(conn, user, stored, outcome, self._encrypt)
+            for person in erased:
+                async with AsyncSession(bind=conn) as eraser:
+                    await erase_person(eraser, person)
             await conn.commit()
         self.batches += 1
         self.batched_updates += sum(1 for result in results.values() if result is not None)

@@ -242,3 +242,39 @@ async def test_two_processes_batching_the_same_people_neither_deadlock_nor_lose_
     finally:
         for engine in engines:
             await engine.dispose()
+
+
+async def test_an_erasure_in_a_shared_transaction_takes_only_that_person(
+    pg_engine: AsyncEngine, identity: Identity, nlu_pipeline: NluPipeline
+) -> None:
+    service = kindred(pg_engine, identity, nlu_pipeline, batch=True)
+    people = [unique_user() for _ in range(10)]
+    leaving = people[-1]
+    for person in people:
+        for kind, what in CONVERSATION[:7]:  # consent and a whole daily check-in
+            await service.handle(said(person, kind, what))
+    await service.handle(said(leaving, EventKind.COMMAND, "delete"))
+
+    await asyncio.gather(
+        *(service.handle(said(person, EventKind.COMMAND, "checkin")) for person in people[:-1]),
+        service.handle(said(leaving, EventKind.BUTTON, "prv:erase")),
+    )
+    answers = await asyncio.gather(
+        *(service.handle(said(person, EventKind.BUTTON, "chk:mood:4")) for person in people[:-1])
+    )
+
+    assert all("Any cravings today" in handled.replies[0].text for handled in answers)
+    group = service.group_commit
+    assert group is not None and group.fallbacks == 0
+    async with pg_engine.connect() as conn:
+        for person in people:
+            pseudonym = identity.pseudonym("telegram", person)
+            kept = await conn.scalar(
+                select(func.count()).select_from(CheckIn).where(CheckIn.user_id == pseudonym)
+            )
+            state = await conn.scalar(
+                select(func.count())
+                .select_from(ConversationState)
+                .where(ConversationState.user_id == pseudonym)
+            )
+            assert (kept, state) == ((0, 0) if person == leaving else (1, 1))
