@@ -620,6 +620,7 @@ class BotResult:
     peak_rss_mb: float
     paced_rate: float
     settings: dict[str, Any]
+    group_commit: dict[str, Any] | None = None
 
 
 async def measure_bot(
@@ -678,7 +679,8 @@ async def measure_bot(
         rate = max(1.0, burst.updates_per_s / 2)
         total += await inject_paced(fake, paced_people, length, token, rate)
         await _wait(runner, total)
-        paced = summarize(await runner.send("REPORT"))
+        last_report = await runner.send("REPORT")
+        paced = summarize(last_report)
         sent = await fake.get("sent")
         transcript = compare_transcripts((s for s in sent if s["token"] == token), expected)
         final = await runner.stop()
@@ -692,6 +694,7 @@ async def measure_bot(
         peak_rss_mb=float(final["peak_rss_mb"]),
         paced_rate=rate,
         settings=hello,
+        group_commit=last_report.get("group_commit"),
     )
 
 
@@ -793,6 +796,8 @@ async def bench_pipeline(
         "request": kindred.settings.get("request"),
         "max_concurrent_updates": kindred.settings.get("max_concurrent_updates"),
         "connection_pool_size": kindred.settings.get("connection_pool_size"),
+        # Shared transactions over the whole run (PostgreSQL): how many updates each carried.
+        "group_commit": kindred.group_commit,
         "cpus": os.cpu_count(),
         # Other work on the machine skews every figure: the 1-minute load before and after.
         "load_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
@@ -988,7 +993,15 @@ async def _runner(args: argparse.Namespace) -> None:
                 errors, counter.count = counter.count, 0
                 samples, counter.samples = counter.samples, []
                 cpu, cpu_mark = _cpu_seconds() - cpu_mark, _cpu_seconds()
-                _say({"records": batch, "errors": errors, "error_samples": samples, "cpu_s": cpu})
+                _say(
+                    {
+                        "records": batch,
+                        "errors": errors,
+                        "error_samples": samples,
+                        "cpu_s": cpu,
+                        "group_commit": _group_figures(runtime),
+                    }
+                )
     finally:
         if updater.running:
             await updater.stop()
@@ -997,6 +1010,20 @@ async def _runner(args: argparse.Namespace) -> None:
         if runtime is not None:
             await runtime.aclose()
     _say({"peak_rss_mb": _peak_rss_mb()})
+
+
+def _group_figures(runtime: Any) -> dict[str, Any] | None:
+    """The service's group-commit counters so far (None: not PostgreSQL, or the floor)."""
+    group = runtime.service.group_commit if runtime is not None else None
+    if group is None:
+        return None
+    mean = group.batched_updates / group.batches if group.batches else 0.0
+    return {
+        "batches": group.batches,
+        "updates": group.batched_updates,
+        "mean_updates_per_batch": round(mean, 2),
+        "fallbacks": group.fallbacks,
+    }
 
 
 async def _echo(update: Any, context: Any) -> None:
