@@ -21,7 +21,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import BigInteger, String, bindparam, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -41,7 +41,6 @@ from bot.repository import (
     UserRow,
     apply_effect,
     create_people,
-    needs_session,
     state_changes,
     user_changes,
 )
@@ -168,7 +167,6 @@ class GroupCommit:
 
     async def _transaction(self, batch: list[_Job]) -> dict[_Job, Stepped | Locked | None]:
         """Lock everyone, run their steps, write what changed, commit once."""
-        results: dict[_Job, Stepped | Locked | None] = {}
         async with self._engine.connect() as conn:
             locked = await lock_people(conn, batch[0].bot_id, batch)
             # In key order, like the locks: two batches creating the same people wait in turn.
@@ -180,50 +178,57 @@ class GroupCommit:
                 rows = [{**self._newcomer(job.context), "id": job.person} for job in newcomers]
                 await create_people(conn, rows)
                 locked.update(await lock_people(conn, batch[0].bot_id, newcomers))
-            states: list[dict[str, Any]] = []
-            users: dict[Update, list[dict[str, Any]]] = {}
-            erased: list[str] = []
             # One ORM session for everyone's check-ins, follow-ups and escalations: its flush
             # sends each table's new rows together.
-            session: AsyncSession | None = None
-            for job in batch:
-                found = locked.get(job.person)
-                if found is None or found.user is None or found.state is None:
-                    results[job] = found  # erased meanwhile (None), or a redelivery
-                    continue
-                stepped = await self._step(job.context, found)
-                results[job] = stepped
-                user, _event, outcome = stepped
-                if any(isinstance(effect, EraseEverything) for effect in outcome.effects):
-                    erased.append(user.id)  # nothing else of this outcome may outlive it
-                    continue
-                saved = state_changes(user, found.state, outcome)
-                if saved is not None:
-                    states.append(saved)
-                if session is None and needs_session(outcome):
-                    session = AsyncSession(bind=conn, expire_on_commit=False)
-                for effect in outcome.effects:
-                    await apply_effect(session or _NO_SESSION, user, effect, self._encrypt)
-                changed = user_changes(user)
-                if changed is not None:
-                    users.setdefault(changed[0], []).append(changed[1])
-            if states:
-                await conn.execute(SAVE_STATE, states)
-            if session is not None:
-                await session.flush()
-                await session.close()
-            for statement, rows in users.items():
-                await conn.execute(statement, rows)
-            for person in erased:
-                async with AsyncSession(bind=conn) as eraser:
-                    await erase_person(eraser, person)
+            async with AsyncSession(bind=conn, expire_on_commit=False) as session:
+                results = await self._step_and_write(conn, session, batch, locked)
             await conn.commit()
         self.batches += 1
         self.batched_updates += sum(1 for result in results.values() if result is not None)
         return results
 
+    async def _step_and_write(
+        self,
+        conn: AsyncConnection,
+        session: AsyncSession,
+        batch: list[_Job],
+        locked: dict[str, Locked],
+    ) -> dict[_Job, Stepped | Locked | None]:
+        """Run each person's step, then write every change (inside the batch's transaction)."""
+        results: dict[_Job, Stepped | Locked | None] = {}
+        states: list[dict[str, Any]] = []
+        users: dict[Update, list[dict[str, Any]]] = {}
+        erased: list[str] = []
+        for job in batch:
+            found = locked.get(job.person)
+            if found is None or found.user is None or found.state is None:
+                results[job] = found  # erased meanwhile (None), or a redelivery
+                continue
+            stepped = await self._step(job.context, found)
+            results[job] = stepped
+            user, _event, outcome = stepped
+            if any(isinstance(effect, EraseEverything) for effect in outcome.effects):
+                erased.append(user.id)  # nothing else of this outcome may outlive it
+                continue
+            saved = state_changes(user, found.state, outcome)
+            if saved is not None:
+                states.append(saved)
+            for effect in outcome.effects:
+                await apply_effect(session, user, effect, self._encrypt)
+            changed = user_changes(user)
+            if changed is not None:
+                users.setdefault(changed[0], []).append(changed[1])
+        if states:
+            await conn.execute(SAVE_STATE, states)
+        await session.flush()  # nothing is sent when no effect added a row
+        for statement, rows in users.items():
+            await conn.execute(statement, rows)
+        for person in erased:
+            async with AsyncSession(bind=conn) as eraser:
+                await erase_person(eraser, person)
+        return results
 
-_NO_SESSION = cast(Any, None)
+
 _LOCK_PEOPLE: Select[Any] | None = None
 
 
