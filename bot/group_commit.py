@@ -37,7 +37,6 @@ from bot.repository import (
     USERS,
     Encrypt,
     Locked,
-    StoredState,
     UserRow,
     apply_effect,
     create_people,
@@ -295,6 +294,5 @@ async def lock_people(conn: AsyncConnection, bot_id: int, jobs: list[_Job]) -> d
         if row["wanted_update_id"] is not None and row["claim_id"] is None:
             found[row["id"]] = Locked(claimed=False)
             continue
-        state = StoredState(row["flow"], row["step"], dict(row["data"] or {}))
-        found[row["id"]] = Locked(claimed=True, user=UserRow.from_row(row), state=state)
+        found[row["id"]] = Locked.from_row(row)
     return found

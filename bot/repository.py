@@ -378,6 +378,12 @@ class Locked:
     user: UserRow | None = None
     state: StoredState | None = None
 
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Locked:
+        """The person and their conversation state, from a row of the locking statement."""
+        state = StoredState(row["flow"], row["step"], dict(row["data"] or {}))
+        return cls(claimed=True, user=UserRow.from_row(row), state=state)
+
 
 # Statements are built once: executing the same object reuses its cache key and compiled form.
 _LOCK_STATEMENTS: dict[tuple[str, bool], Select[Any]] = {}
@@ -462,8 +468,7 @@ async def claim_and_lock(
         return None
     if claim and dialect == "postgresql" and row["claim_id"] is None:
         return Locked(claimed=False)
-    state = StoredState(row["flow"], row["step"], dict(row["data"] or {}))
-    return Locked(claimed=True, user=UserRow.from_row(row), state=state)
+    return Locked.from_row(row)
 
 
 _NO_SESSION = cast(AsyncSession, None)
