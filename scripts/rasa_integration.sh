@@ -329,11 +329,11 @@ fi
 
 # ---------------------------------------------------------------- server
 PORT="$("$KINDRED_PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-RASA_TOKEN="$("$KINDRED_PYTHON" -c 'import secrets; print(secrets.token_urlsafe(24))')"
+RASA_TOKEN="$("$KINDRED_PYTHON" -c 'import secrets; print(secrets.token_hex(24))')"
 RASA_URL="http://127.0.0.1:$PORT"
 say "starting Rasa on $RASA_URL"
 t0=$SECONDS
-"$RASA_VENV/bin/rasa" run --enable-api --auth-token "$RASA_TOKEN" -p "$PORT" -i 127.0.0.1 \
+"$RASA_VENV/bin/rasa" run --enable-api --auth-token="$RASA_TOKEN" -p "$PORT" -i 127.0.0.1 \
     --model "$MODEL" >"$TMP/server.log" 2>&1 &
 RASA_PID=$!
 disown "$RASA_PID"  # the last test SIGKILLs it: no job-control noise; the trap still stops it
