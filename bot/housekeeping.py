@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import and_, delete, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.db.models import CheckIn, FollowUp, ProcessedUpdate, User
+from bot.db.models import CheckIn, FollowUp, InboxUpdate, ProcessedUpdate, User
 from bot.followup_rules import (
     HIGH_CRAVING,
     MILESTONE,
@@ -32,6 +32,7 @@ from bot.followup_rules import (
     tightened_checkup_due,
 )
 from bot.followups import DEFAULT_LEASE, insert_planned
+from bot.inbox import MAX_AGE as INBOX_MAX_AGE
 from flows.timezones import person_zone
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "plan_proactive_followups",
     "purge_old_followups",
     "purge_processed_updates",
+    "purge_stale_inbox",
     "sweep_stale_sends",
 ]
 
@@ -57,6 +59,16 @@ async def purge_processed_updates(sessions: async_sessionmaker[AsyncSession], no
             delete(ProcessedUpdate).where(
                 ProcessedUpdate.processed_at < now - PROCESSED_UPDATES_KEPT
             )
+        )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def purge_stale_inbox(sessions: async_sessionmaker[AsyncSession], now: datetime) -> int:
+    """Drop inbox updates nobody replayed within a day (a worker that never restarted): they
+    hold people's messages, encrypted, and are too old to answer."""
+    async with sessions.begin() as session:
+        result = await session.execute(
+            delete(InboxUpdate).where(InboxUpdate.received_at < now - INBOX_MAX_AGE)
         )
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 

@@ -101,6 +101,7 @@ class FollowUpScheduler:
 
         async def purge() -> None:
             await housekeeping.purge_processed_updates(sessions, clock())
+            await housekeeping.purge_stale_inbox(sessions, clock())
             await housekeeping.purge_old_followups(sessions, clock())
 
         async def tidy() -> None:

@@ -95,6 +95,11 @@ class KindredService:
         return self._group
 
     @property
+    def engine(self) -> AsyncEngine | None:
+        """The engine the sessions are bound to (None for a bare session factory)."""
+        return self._engine
+
+    @property
     def sessions(self) -> async_sessionmaker[AsyncSession]:
         """The session factory (the volunteer desk shares it)."""
         return self._sessions

@@ -29,6 +29,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, nullcontext, suppress
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -48,7 +49,13 @@ from telegram.ext import Application
 from bot import metrics
 from bot.config import Settings
 from bot.identity import Identity, derive_token
-from bot.telegram.app import Background, create_application, freeze_startup_objects
+from bot.repository import utcnow
+from bot.telegram.app import (
+    Background,
+    KindredApplication,
+    create_application,
+    freeze_startup_objects,
+)
 from bot.telegram.updates import person_key
 from bot.wiring import Runtime
 
@@ -57,6 +64,7 @@ __all__ = [
     "RedisPersonOrder",
     "UpdateDispatcher",
     "create_asgi_app",
+    "replay_left_over",
     "run_ops_server",
     "run_webhook",
     "webhook_secret",
@@ -68,6 +76,10 @@ WEBHOOK_PATH = "/telegram"
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 MAX_BODY_BYTES = 1_000_000  # an update is a few KB; anything near this is not from Telegram
 DRAIN_TIMEOUT = 25.0  # below Docker's default 30 s stop grace period (docker-compose.yml)
+# A stopped worker's unhandled updates are replayed by any worker after REPLAY_GRACE seconds
+# (a live worker answers within seconds; the sender gives up on a reply well before this).
+REPLAY_GRACE = 120.0
+REPLAY_EVERY = 30.0
 REGISTER_RETRY_MAX = 300.0
 
 
@@ -411,6 +423,9 @@ def create_asgi_app(
                 shown = update_id if isinstance(update_id, int) else "without a usable id"
                 log.warning("skipped webhook update %s: it could not be parsed", shown)
                 return Response(status_code=200)
+            if isinstance(application, KindredApplication) and application.inbox is not None:
+                # Durable before the 200: after it, Telegram never sends this update again.
+                await application.inbox.keep(application.bot.id, [body])
             await dispatcher.accept(update)
             return Response(status_code=200)
 
@@ -503,6 +518,28 @@ def _redis_client(settings: Settings) -> Redis | None:
     return Redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=5.0)
 
 
+async def replay_left_over(
+    application: Application,
+    dispatcher: UpdateDispatcher,
+    *,
+    grace: float | None = None,
+    every: float | None = None,
+) -> None:
+    """Now and then, handle what a stopped worker left in the inbox.
+
+    Workers share the inbox and cannot tell a dead worker's update from a live one's, so only
+    updates older than `grace` are taken: a live worker has answered long before that (and if
+    it has not, the replay is a duplicate that `processed_updates` turns away).
+    """
+    if not isinstance(application, KindredApplication) or application.inbox is None:
+        return
+    while True:
+        cutoff = utcnow() - timedelta(seconds=REPLAY_GRACE if grace is None else grace)
+        for update in await application.replay_left_over(cutoff):
+            await dispatcher.accept(update)
+        await asyncio.sleep(REPLAY_EVERY if every is None else every)
+
+
 async def run_webhook(
     settings: Settings,
     runtime: Runtime,
@@ -548,6 +585,7 @@ async def run_webhook(
             register = asyncio.create_task(
                 _register_webhook(application, settings.webhook_url, secret, dispatcher)
             )
+            replaying = asyncio.create_task(replay_left_over(application, dispatcher))
             if background is not None:
                 await background.start()
             log.warning("Kindred webhook worker listening on port %d", settings.http_port)
@@ -557,11 +595,14 @@ async def run_webhook(
             finally:
                 if background is not None:
                     await background.stop()
-                register.cancel()
-                with suppress(asyncio.CancelledError):
-                    await register
+                for task in (register, replaying):
+                    task.cancel()
+                    with suppress(asyncio.CancelledError):
+                        await task
                 # No deleteWebhook: the other workers keep serving the same URL.
                 await application.stop()
+                if isinstance(application, KindredApplication) and application.inbox is not None:
+                    await application.inbox.aclose()
     finally:
         if redis is not None:
             await redis.aclose()

@@ -25,7 +25,9 @@ from sqlalchemy import select
 
 from bot.config import Settings
 from bot.db.engine import create_engine
-from bot.db.models import ProcessedUpdate
+from bot.db.models import InboxUpdate, ProcessedUpdate
+from bot.identity import Identity
+from bot.inbox import Inbox
 from bot.webhook import (
     SECRET_HEADER,
     HealthChecks,
@@ -318,6 +320,46 @@ async def test_shutdown_finishes_updates_already_accepted(
     finally:
         stop.set()
         await runtime.aclose()
+
+
+async def inbox_rows(database_url: str, bot: int) -> int:
+    """Updates of this bot still in the inbox."""
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            rows = await conn.execute(
+                select(InboxUpdate.update_id).where(InboxUpdate.bot_id == bot)
+            )
+            return len(rows.all())
+    finally:
+        await engine.dispose()
+
+
+async def test_an_update_a_crashed_worker_accepted_is_answered_by_another(
+    api: FakeBotAPI, db_url: str, nlu_pipeline: NluPipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A worker answered 200 (Telegram forgot the update) and died before handling it: all that
+    # is left is its inbox row. Any worker's sweep picks it up once it is REPLAY_GRACE old.
+    monkeypatch.setattr("bot.webhook.REPLAY_GRACE", 1.0)
+    monkeypatch.setattr("bot.webhook.REPLAY_EVERY", 0.2)
+    person = a_person()
+    orphan = api.inject_message(person, "/help")
+    identity = Identity(TEST_SECRET)
+    engine = create_engine(db_url)
+    try:
+        await Inbox(engine, identity.encrypt, identity.decrypt).keep(bot_id(api), [orphan])
+    finally:
+        await engine.dispose()
+
+    async with worker(api, db_url, nlu_pipeline) as live, httpx.AsyncClient() as client:
+        fresh = a_person()
+        assert await post(client, live, api.inject_message(fresh, "/help")) == 200
+        (reply,) = await api.wait_for_sent(person, 1, timeout=20)
+        assert HELP in str(reply.text)
+        await api.wait_for_sent(fresh, 1, timeout=20)
+        await settle(0.5)
+    assert kinds([str(item.text) for item in api.sent(person)]) == ["help"]  # once
+    assert await inbox_rows(db_url, bot_id(api)) == 0  # both handled, both forgotten
 
 
 async def test_healthz_and_metrics_answer(

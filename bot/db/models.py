@@ -179,6 +179,20 @@ class AuditEntry(Base):
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
 
+class InboxUpdate(Base):
+    """An update received and not yet handled: kept (encrypted) until handled, so that a crash
+    between Telegram's acknowledgement and the handling does not lose the person's message."""
+
+    __tablename__ = "inbox_updates"
+
+    bot_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    update_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    payload: Mapped[str] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    received_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    replayed_at: Mapped[datetime | None] = mapped_column()
+
+
 class ProcessedUpdate(Base):
     """Telegram update ids already handled, so a redelivered update is handled once."""
 

@@ -7,6 +7,7 @@ import gc
 import logging
 import signal
 from contextlib import suppress
+from datetime import datetime
 from typing import Any, Protocol
 
 from telegram import BotCommand, CallbackQuery, Update
@@ -18,6 +19,7 @@ from bot import metrics
 from bot.config import Settings
 from bot.desk.config import DeskSettings
 from bot.desk.telegram import register_desk
+from bot.inbox import Inbox
 from bot.sender import (
     CAPTION_LIMIT,
     RecipientGone,
@@ -31,12 +33,13 @@ from bot.sender import (
 from bot.service import KindredService
 from bot.telegram.aiohttp_request import AiohttpRequest
 from bot.telegram.ordering import PerPersonUpdateProcessor
-from bot.telegram.tolerant_bot import TolerantBot
+from bot.telegram.tolerant_bot import TolerantBot, parse_updates
 from bot.telegram.updates import to_inbound
 
 __all__ = [
     "CAPTION_LIMIT",
     "Background",
+    "KindredApplication",
     "create_application",
     "install_signal_handlers",
     "keyboard",
@@ -59,6 +62,28 @@ COMMANDS = (
     ("mydata", "Everything stored about you, as a file"),
     ("delete", "Erase everything stored about you"),
 )
+
+
+class KindredApplication(Application[Any, Any, Any, Any, Any, Any]):
+    """PTB's Application that tells the inbox when an update's handling has finished."""
+
+    inbox: Inbox | None = None
+
+    async def process_update(self, update: object) -> None:
+        """Handle the update; then (not when cancelled midway) it may leave the inbox."""
+        await super().process_update(update)
+        if self.inbox is not None and isinstance(update, Update):
+            self.inbox.done(self.bot.id, update.update_id)
+
+    async def replay_left_over(self, received_before: datetime | None = None) -> list[Update]:
+        """What a stopped worker left unhandled in the inbox, parsed, oldest first."""
+        if self.inbox is None:
+            return []
+        raw = await self.inbox.left_over(self.bot.id, received_before)
+        updates = list(parse_updates(raw, self.bot))
+        for update in updates:
+            self.bot.insert_callback_data(update)
+        return updates
 
 
 def make_update_handler(service: KindredService):  # type: ignore[no-untyped-def]
@@ -171,13 +196,22 @@ def create_application(
         get_updates_request=get_updates_request,
         rate_limiter=rate_limiter,
     )
+    inbox = (
+        Inbox(service.engine, service.identity.encrypt, service.identity.decrypt)
+        if service.engine is not None
+        else None
+    )
+    bot.keep_updates_in(inbox)
     application = (
         ApplicationBuilder()
+        .application_class(KindredApplication)
         .bot(bot)
         .concurrent_updates(PerPersonUpdateProcessor(settings.max_concurrent_updates))
         .post_init(set_commands)
         .build()
     )
+    assert isinstance(application, KindredApplication)
+    application.inbox = inbox
     application.add_handler(TypeHandler(Update, make_update_handler(service)))
     if settings.volunteer_chat_id is not None:
         # The desk's handlers run before the person pipeline and keep desk traffic out of it.
@@ -222,6 +256,10 @@ async def run_polling(
             await application.post_init(application)
         freeze_startup_objects()
         await application.start()
+        if isinstance(application, KindredApplication):
+            # Before polling: what a crashed run left goes first, in the order it came.
+            for update in await application.replay_left_over():
+                await application.update_queue.put(update)
         assert application.updater is not None
         await application.updater.start_polling(
             timeout=poll_timeout, allowed_updates=Update.ALL_TYPES, drop_pending_updates=False
@@ -235,6 +273,8 @@ async def run_polling(
                 await background.stop()
             await application.updater.stop()
             await application.stop()
+            if isinstance(application, KindredApplication) and application.inbox is not None:
+                await application.inbox.aclose()
 
 
 def install_signal_handlers(stop: asyncio.Event) -> None:

@@ -22,6 +22,8 @@ from telegram._utils.defaultvalue import DEFAULT_NONE, DefaultValue
 from telegram._utils.types import JSONDict, ODVInput
 from telegram.ext import ExtBot
 
+from bot.inbox import Inbox
+
 __all__ = ["TolerantBot", "parse_updates"]
 
 log = logging.getLogger(__name__)
@@ -55,7 +57,14 @@ def parse_updates(raw: Sequence[JSONDict], bot: Any) -> tuple[Update, ...]:
 
 
 class TolerantBot(ExtBot[Any]):
-    """ExtBot whose get_updates skips (and logs without content) updates it cannot parse."""
+    """ExtBot whose get_updates skips (and logs without content) updates it cannot parse, and
+    keeps each batch in the inbox before the next getUpdates acknowledges it."""
+
+    _inbox: Inbox | None = None
+
+    def keep_updates_in(self, inbox: Inbox | None) -> None:
+        """Write every fetched batch to `inbox` before returning it (None: don't)."""
+        self._inbox = inbox
 
     async def get_updates(
         self,
@@ -95,6 +104,9 @@ class TolerantBot(ExtBot[Any]):
                 api_kwargs=api_kwargs,
             ),
         )
+        if result and self._inbox is not None:
+            # Durable before acknowledged: the next getUpdates confirms these to Telegram.
+            await self._inbox.keep(self.id, result)
         updates = parse_updates(result or [], self)
         for update in updates:
             self.insert_callback_data(update)
