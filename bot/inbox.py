@@ -42,6 +42,9 @@ MAX_ATTEMPTS = 3  # replays before an update that keeps killing the worker is gi
 # replay could answer twice; nobody waits a day for an answer to a chat message either.
 MAX_AGE = timedelta(days=1)
 FLUSH_SECONDS = 0.2  # handled updates are deleted in batches, at most this late
+# Polling waits for the write before its next getUpdates: a database that hangs (rather than
+# refusing) must not hold every later message back for the driver's connect timeout.
+KEEP_TIMEOUT = 2.0
 
 
 @dataclass
@@ -95,9 +98,9 @@ class Inbox:
         # A redelivery of an update already kept: keep the first copy and its attempts.
         statement = insert(INBOX).on_conflict_do_nothing()
         try:
-            async with self._engine.begin() as conn:
+            async with asyncio.timeout(KEEP_TIMEOUT), self._engine.begin() as conn:
                 await conn.execute(statement, rows)
-        except (SQLAlchemyError, OSError) as exc:
+        except (SQLAlchemyError, OSError, TimeoutError) as exc:
             self.counters.unavailable += 1
             log.warning(
                 "inbox unavailable (%s): %d updates not kept", type(exc).__name__, len(rows)

@@ -27,7 +27,7 @@ from bot.db.engine import create_engine, sessionmaker
 from bot.db.models import InboxUpdate, User
 from bot.housekeeping import purge_stale_inbox
 from bot.identity import Identity
-from bot.inbox import MAX_ATTEMPTS, Inbox
+from bot.inbox import KEEP_TIMEOUT, MAX_ATTEMPTS, Inbox
 from bot.repository import utcnow
 from tests.botapi_fake import FakeBotAPI
 from tests.conftest import TEST_SECRET
@@ -152,6 +152,24 @@ async def test_housekeeping_drops_what_nobody_replayed_within_a_day(engine: Asyn
         )
     assert await purge_stale_inbox(sessionmaker(engine), utcnow()) >= 1
     assert [raw["update_id"] for raw in await inbox.left_over(bot_id)] == [2]
+
+
+async def test_a_database_that_hangs_holds_polling_back_two_seconds_at_most() -> None:
+    async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # accepts the connection and says nothing, like a partitioned host
+
+    server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    hanging = create_engine(f"postgresql+asyncpg://kindred@127.0.0.1:{port}/kindred")
+    try:
+        inbox = _inbox(hanging)
+        started = time.monotonic()
+        await inbox.keep(_bot_id(), [_raw(1)])
+        assert time.monotonic() - started < KEEP_TIMEOUT + 1.0
+        assert inbox.counters.unavailable == 1
+    finally:
+        await hanging.dispose()
+        server.close()
 
 
 # --- a real worker, killed -------------------------------------------------------------------
