@@ -34,7 +34,7 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -621,6 +621,7 @@ class BotResult:
     paced_rate: float
     settings: dict[str, Any]
     group_commit: dict[str, Any] | None = None
+    inbox: dict[str, Any] | None = None
 
 
 async def measure_bot(
@@ -695,6 +696,7 @@ async def measure_bot(
         paced_rate=rate,
         settings=hello,
         group_commit=last_report.get("group_commit"),
+        inbox=last_report.get("inbox"),
     )
 
 
@@ -798,6 +800,8 @@ async def bench_pipeline(
         "connection_pool_size": kindred.settings.get("connection_pool_size"),
         # Shared transactions over the whole run (PostgreSQL): how many updates each carried.
         "group_commit": kindred.group_commit,
+        # Updates written before acknowledging and deleted once handled (a crash loses none).
+        "inbox": kindred.inbox,
         "cpus": os.cpu_count(),
         # Other work on the machine skews every figure: the 1-minute load before and after.
         "load_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
@@ -1000,12 +1004,16 @@ async def _runner(args: argparse.Namespace) -> None:
                         "error_samples": samples,
                         "cpu_s": cpu,
                         "group_commit": _group_figures(runtime),
+                        "inbox": _inbox_figures(application),
                     }
                 )
     finally:
         if updater.running:
             await updater.stop()
         await application.stop()
+        inbox = getattr(application, "inbox", None)
+        if inbox is not None:
+            await inbox.aclose()
         await application.shutdown()
         if runtime is not None:
             await runtime.aclose()
@@ -1024,6 +1032,12 @@ def _group_figures(runtime: Any) -> dict[str, Any] | None:
         "mean_updates_per_batch": round(mean, 2),
         "fallbacks": group.fallbacks,
     }
+
+
+def _inbox_figures(application: Any) -> dict[str, Any] | None:
+    """The inbox's counters so far (None: the floor, which has none)."""
+    inbox = getattr(application, "inbox", None)
+    return asdict(inbox.counters) if inbox is not None else None
 
 
 async def _echo(update: Any, context: Any) -> None:

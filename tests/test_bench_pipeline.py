@@ -46,6 +46,9 @@ async def test_a_small_run_on_postgresql_shares_transactions(postgres_url: str) 
     warm_up = WARMUP_PEOPLE * 6
     assert group["updates"] == figures["updates"] + figures["paced_updates"] + warm_up
     assert group["mean_updates_per_batch"] > 1
+    # Every update was kept in the inbox before it was acknowledged, none of it lost to a fault.
+    inbox = figures["inbox"]
+    assert inbox["kept"] >= group["updates"] and inbox["unavailable"] == 0
 
 
 def test_an_update_started_before_the_previous_one_ended_is_out_of_order() -> None:
