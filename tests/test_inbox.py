@@ -21,7 +21,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.db.engine import create_engine, sessionmaker
@@ -182,6 +182,29 @@ async def test_a_database_that_hangs_holds_polling_back_two_seconds_at_most() ->
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
         await server.wait_closed()
+
+
+@pytest.mark.postgres
+async def test_a_connection_cut_by_the_server_is_not_used_again(postgres_url: str) -> None:
+    engine = create_engine(postgres_url, pool_size=1, max_overflow=0)
+    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    inbox, bot_id = _inbox(engine), _bot_id()
+    try:
+        await inbox.keep(bot_id, [_raw(1)])  # the pool now holds one connection
+        async with engine.connect() as conn:
+            pid = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+        async with admin.connect() as conn:  # a PostgreSQL restart, for that connection
+            await conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        await asyncio.sleep(0.2)
+        for update_id in (2, 3, 4):
+            await inbox.keep(bot_id, [_raw(update_id)])
+        # At most the write on the cut connection is lost; the pool recovers after it.
+        assert inbox.counters.unavailable <= 1
+        kept = [raw["update_id"] for raw in await inbox.left_over(bot_id)]
+        assert kept[-2:] == [3, 4] and kept[0] == 1
+    finally:
+        await engine.dispose()
+        await admin.dispose()
 
 
 # --- a real worker, killed -------------------------------------------------------------------
