@@ -31,6 +31,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bot.db.engine import write_gate
 from bot.db.models import InboxUpdate
 from bot.identity import UndecryptableValue
 from bot.repository import utcnow
@@ -114,7 +115,7 @@ class Inbox:
         dialect = self._engine.dialect
         if dialect.driver != "asyncpg":
             insert = pg_insert if dialect.name == "postgresql" else sqlite_insert
-            async with self._engine.begin() as conn:
+            async with write_gate(self._engine), self._engine.begin() as conn:
                 await conn.execute(insert(INBOX).on_conflict_do_nothing(), rows)
             return
         # Every update passes here before it is handled: asyncpg's own executemany, outside
@@ -150,7 +151,7 @@ class Inbox:
         if not handled:
             return
         try:
-            async with self._engine.begin() as conn:
+            async with write_gate(self._engine), self._engine.begin() as conn:
                 for bot_id, update_ids in handled.items():
                     await conn.execute(
                         delete(INBOX).where(
@@ -194,7 +195,7 @@ class Inbox:
         if self._engine.dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)
         try:
-            async with self._engine.begin() as conn:
+            async with write_gate(self._engine), self._engine.begin() as conn:
                 rows = (await conn.execute(query)).all()
                 replay, drop = self._sort_out(rows, now)
                 if drop:

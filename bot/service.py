@@ -11,6 +11,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot import metrics
+from bot.db.engine import write_gate
 from bot.db.models import User
 from bot.group_commit import GroupCommit, Stepped
 from bot.identity import Identity
@@ -164,9 +165,10 @@ class KindredService:
         if self._group is not None:
             stepped = await self._step_in_batch(inbound, pseudonym, event)
         if stepped is None:
-            stepped = await self._step_rows(inbound, pseudonym, event)
-        if stepped is None:
-            stepped = await self._step_orm(inbound, pseudonym, event)
+            async with write_gate(self._engine):
+                stepped = await self._step_rows(inbound, pseudonym, event)
+                if stepped is None:
+                    stepped = await self._step_orm(inbound, pseudonym, event)
         if isinstance(stepped, Handled):
             return stepped
         user, event, outcome = stepped

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from contextlib import AbstractAsyncContextManager, nullcontext
 from pathlib import Path
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
+from sqlalchemy import Engine, event
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -54,6 +56,22 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
             cursor.close()
 
     return engine
+
+
+_WRITE_GATES: WeakKeyDictionary[Engine, asyncio.Lock] = WeakKeyDictionary()
+
+
+def write_gate(engine: AsyncEngine | None) -> AbstractAsyncContextManager[Any]:
+    """Where this process's writers to a SQLite database take turns (PostgreSQL: no wait).
+
+    SQLite has one writer at a time. Writers that collide wait in SQLite's busy handler, which
+    sleeps 1, 2, 5, 10 ... up to 100 ms between retries: under load the updates' transactions
+    and the inbox's writes queued there for hundreds of milliseconds. Queued here, each starts
+    the moment the previous one ends.
+    """
+    if engine is None or engine.dialect.name != "sqlite":
+        return nullcontext()
+    return _WRITE_GATES.setdefault(engine.sync_engine, asyncio.Lock())
 
 
 def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
