@@ -51,6 +51,7 @@ FLUSH_SECONDS = 0.2  # handled updates are deleted in batches, at most this late
 # Polling waits for the write before its next getUpdates: a database that hangs (rather than
 # refusing) must not hold every later message back for the driver's connect timeout.
 KEEP_TIMEOUT = 2.0
+REPLAY_TIMEOUT = 10.0  # a worker starting against a database that hangs still starts polling
 
 
 @dataclass
@@ -195,7 +196,11 @@ class Inbox:
         if self._engine.dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)
         try:
-            async with write_gate(self._engine), self._engine.begin() as conn:
+            async with (
+                asyncio.timeout(REPLAY_TIMEOUT),
+                write_gate(self._engine),
+                self._engine.begin() as conn,
+            ):
                 rows = (await conn.execute(query)).all()
                 replay, drop = self._sort_out(rows, now)
                 if drop:
@@ -211,7 +216,7 @@ class Inbox:
                         )
                         .values(attempts=INBOX.c.attempts + 1, replayed_at=now)
                     )
-        except (SQLAlchemyError, OSError) as exc:
+        except (SQLAlchemyError, OSError, TimeoutError) as exc:
             log.warning("inbox unavailable (%s): nothing replayed", type(exc).__name__)
             return []
         self.counters.replayed += len(replay)

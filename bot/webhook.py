@@ -535,8 +535,11 @@ async def replay_left_over(
         return
     while True:
         cutoff = utcnow() - timedelta(seconds=REPLAY_GRACE if grace is None else grace)
-        for update in await application.replay_left_over(cutoff):
-            await dispatcher.accept(update)
+        try:
+            for update in await application.replay_left_over(cutoff):
+                await dispatcher.accept(update)
+        except Exception as exc:
+            log.error("inbox sweep failed (%s); trying again later", type(exc).__name__)
         await asyncio.sleep(REPLAY_EVERY if every is None else every)
 
 

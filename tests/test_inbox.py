@@ -158,7 +158,9 @@ async def test_housekeeping_drops_what_nobody_replayed_within_a_day(engine: Asyn
     assert [raw["update_id"] for raw in await inbox.left_over(bot_id)] == [2]
 
 
-async def test_a_database_that_hangs_holds_polling_back_two_seconds_at_most() -> None:
+async def test_a_database_that_hangs_holds_polling_back_two_seconds_at_most(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     accepted: list[asyncio.StreamWriter] = []
 
     async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -174,6 +176,11 @@ async def test_a_database_that_hangs_holds_polling_back_two_seconds_at_most() ->
         await inbox.keep(_bot_id(), [_raw(1)])
         assert time.monotonic() - started < KEEP_TIMEOUT + 1.0
         assert inbox.counters.unavailable == 1
+        # Starting up against it: nothing to replay, after a bounded wait, and polling starts.
+        monkeypatch.setattr("bot.inbox.REPLAY_TIMEOUT", 0.5)
+        started = time.monotonic()
+        assert await inbox.left_over(_bot_id()) == []
+        assert time.monotonic() - started < 1.5
     finally:
         await hanging.dispose()
         server.close()
