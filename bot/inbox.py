@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.db.engine import write_gate
 from bot.db.models import InboxUpdate
+from bot.followup_rules import as_utc
 from bot.identity import UndecryptableValue
 from bot.repository import utcnow
 
@@ -233,9 +234,7 @@ class Inbox:
         replay: list[dict[str, Any]] = []
         drop: list[int] = []
         for update_id, payload, attempts, received_at in rows:
-            if received_at.tzinfo is None:  # SQLite hands back naive UTC
-                received_at = received_at.replace(tzinfo=now.tzinfo)
-            if attempts >= MAX_ATTEMPTS or now - received_at > MAX_AGE:
+            if attempts >= MAX_ATTEMPTS or now - as_utc(received_at) > MAX_AGE:
                 # Only the id is logged, never the content.
                 log.error("inbox: gave up on update %d after %d attempts", update_id, attempts)
                 drop.append(update_id)

@@ -67,6 +67,16 @@ async def _rows(engine: AsyncEngine, bot_id: int) -> int:
         return int((await conn.execute(query)).scalar_one())
 
 
+async def _received(engine: AsyncEngine, bot_id: int, update_id: int, ago: timedelta) -> None:
+    """Backdate when an update was kept."""
+    async with engine.begin() as conn:
+        await conn.execute(
+            update(InboxUpdate)
+            .where(InboxUpdate.bot_id == bot_id, InboxUpdate.update_id == update_id)
+            .values(received_at=utcnow() - ago)
+        )
+
+
 # --- the inbox itself -------------------------------------------------------------------------
 
 
@@ -121,12 +131,7 @@ async def test_an_unreadable_update_is_dropped_not_replayed(engine: AsyncEngine)
 async def test_webhook_workers_take_only_old_updates_and_each_once(engine: AsyncEngine) -> None:
     inbox, bot_id = _inbox(engine), _bot_id()
     await inbox.keep(bot_id, [_raw(1), _raw(2)])
-    async with engine.begin() as conn:
-        await conn.execute(
-            update(InboxUpdate)
-            .where(InboxUpdate.bot_id == bot_id, InboxUpdate.update_id == 1)
-            .values(received_at=utcnow() - timedelta(minutes=5))
-        )
+    await _received(engine, bot_id, 1, timedelta(minutes=5))
     cutoff = utcnow() - timedelta(minutes=2)
     # Update 2 is recent: a live worker is handling it.
     assert [raw["update_id"] for raw in await inbox.left_over(bot_id, cutoff)] == [1]
@@ -148,12 +153,7 @@ async def test_no_database_costs_only_the_protection(tmp_path: Path) -> None:
 async def test_housekeeping_drops_what_nobody_replayed_within_a_day(engine: AsyncEngine) -> None:
     inbox, bot_id = _inbox(engine), _bot_id()
     await inbox.keep(bot_id, [_raw(1), _raw(2)])
-    async with engine.begin() as conn:
-        await conn.execute(
-            update(InboxUpdate)
-            .where(InboxUpdate.bot_id == bot_id, InboxUpdate.update_id == 1)
-            .values(received_at=utcnow() - timedelta(days=2))
-        )
+    await _received(engine, bot_id, 1, timedelta(days=2))
     assert await purge_stale_inbox(sessionmaker(engine), utcnow()) >= 1
     assert [raw["update_id"] for raw in await inbox.left_over(bot_id)] == [2]
 

@@ -33,7 +33,7 @@ from bot.sender import (
 from bot.service import KindredService
 from bot.telegram.aiohttp_request import AiohttpRequest
 from bot.telegram.ordering import PerPersonUpdateProcessor
-from bot.telegram.tolerant_bot import TolerantBot, parse_updates
+from bot.telegram.tolerant_bot import TolerantBot
 from bot.telegram.updates import to_inbound
 
 __all__ = [
@@ -77,13 +77,10 @@ class KindredApplication(Application[Any, Any, Any, Any, Any, Any]):
 
     async def replay_left_over(self, received_before: datetime | None = None) -> list[Update]:
         """What a stopped worker left unhandled in the inbox, parsed, oldest first."""
-        if self.inbox is None:
+        if self.inbox is None or not isinstance(self.bot, TolerantBot):
             return []
         raw = await self.inbox.left_over(self.bot.id, received_before)
-        updates = list(parse_updates(raw, self.bot))
-        for update in updates:
-            self.bot.insert_callback_data(update)
-        return updates
+        return list(self.bot.updates_from(raw))
 
 
 def make_update_handler(service: KindredService):  # type: ignore[no-untyped-def]

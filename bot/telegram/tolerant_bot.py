@@ -107,7 +107,11 @@ class TolerantBot(ExtBot[Any]):
         if result and self._inbox is not None:
             # Durable before acknowledged: the next getUpdates confirms these to Telegram.
             await self._inbox.keep(self.id, result)
-        updates = parse_updates(result or [], self)
+        return self.updates_from(result or [])
+
+    def updates_from(self, raw: Sequence[JSONDict]) -> tuple[Update, ...]:
+        """Raw updates (a getUpdates batch, or the inbox's) as PTB reads them from Telegram."""
+        updates = parse_updates(raw, self)
         for update in updates:
             self.insert_callback_data(update)
         return updates
